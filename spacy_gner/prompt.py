@@ -1,0 +1,49 @@
+"""The GNER instruction prompt and target strings, byte-identical to the reference."""
+from typing import Any, Iterable, Optional, Sequence
+
+INSTRUCTION = (
+    "Please analyze the sentence provided, identifying the type of entity for each word "
+    "on a token-by-token basis.\n"
+    "Output format is: word_1(label_1), word_2(label_2), ...\n"
+    "We'll use the BIO-format to label the entities, where:\n"
+    "1. B- (Begin) indicates the start of a named entity.\n"
+    "2. I- (Inside) is used for words within a named entity but are not the first word.\n"
+    "3. O (Outside) denotes words that are not part of a named entity.\n"
+)
+PROMPT_FORMATS = ("inst", "chat_template", "plain")
+
+
+def build_prompt(words: Sequence[str], labels: Iterable[str]) -> str:
+    """The GNER instruction for one sentence: the task, the entity types, the words."""
+    return (
+        f"{INSTRUCTION}\nUse the specific entity tags: {', '.join(labels)} and O.\n"
+        f"Sentence: {' '.join(words)}"
+    )
+
+
+def build_target(words: Sequence[str], tags: Sequence[str]) -> str:
+    """The target string: every word followed by its BIO tag, `word(tag)`."""
+    if len(words) != len(tags):
+        raise ValueError(f"{len(words)} words but {len(tags)} tags: {list(words)!r}")
+    return " ".join(f"{word}({tag})" for word, tag in zip(words, tags))
+
+
+def format_prompt(prompt: str, prompt_format: str, tokenizer: Optional[Any] = None) -> str:
+    """Wrap a prompt for a decoder-only model.
+
+    "inst" is the GNER-LLaMA wrapping `[INST] <prompt> [/INST]`, "chat_template" uses the
+    tokenizer's chat template with the prompt as the user turn, "plain" leaves it as it is.
+    """
+    if prompt_format == "inst":
+        return f"[INST] {prompt} [/INST]"
+    if prompt_format == "plain":
+        return prompt
+    if prompt_format == "chat_template":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "prompt_format 'chat_template' needs a tokenizer with a chat template; "
+                "use 'inst' or 'plain' for this model"
+            )
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    raise ValueError(f"Unknown prompt_format {prompt_format!r}: expected one of {PROMPT_FORMATS}")

@@ -1,0 +1,228 @@
+"""The gner component with a scripted generator: alignment, labels, modes, chunking, bad input."""
+import subprocess
+import sys
+
+import pytest
+import spacy
+from conftest import LABELS, scripted_config, sentence_of
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from thinc.api import ConfigValidationError
+
+from spacy_gner.component import RAW_OUTPUT_KEY
+
+
+def _ents(doc):
+    return [(e.text, e.label_) for e in doc.ents]
+
+
+def _nlp(labels=LABELS, responses=None, pipeline=None, **config):
+    nlp = pipeline or spacy.blank("en")
+    generator = scripted_config(responses, John="person", Mary="person", Tokyo="location",
+                                New_York="location", Rome="location")
+    nlp.add_pipe("gner", config={"labels": labels, "generator": generator, **config})
+    return nlp
+
+
+def test_factory_is_an_entry_point_and_loads_nothing_heavy():
+    code = (
+        "import sys, spacy\n"
+        "import spacy_gner.component\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+        "nlp = spacy.blank('en')\n"
+        "pipe = nlp.add_pipe('gner', config={'labels': ['person']})\n"
+        "assert pipe._generator is None\n"
+        "assert 'spacy_gner.generation' not in sys.modules\n"
+        "print(type(pipe).__name__, pipe.labels)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "GNER ('person',)"
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [({"batch_size": "many"}, "batch_size"), ({"set_ents_mode": "merge"}, "set_ents_mode"),
+     ({"labels": "person"}, "labels"), ({"prompt_format": "alpaca"}, "prompt_format")],
+)
+def test_typed_config_errors_name_the_key(config, key):
+    nlp = spacy.blank("en")
+    with pytest.raises(ConfigValidationError, match=key):
+        nlp.add_pipe("gner", config=config)
+
+
+def test_entities_on_a_blank_pipeline(scripted_nlp):
+    doc = scripted_nlp("John explored Tokyo and flew back to New York.")
+    assert _ents(doc) == [("John", "person"), ("Tokyo", "location"), ("New York", "location")]
+
+
+def test_whitespace_tokens_are_not_sent_and_alignment_stays_exact():
+    nlp = _nlp(store_raw=True)
+    doc = nlp("John  explored\n\nTokyo \t and New   York")
+    generator = nlp.get_pipe("gner").generator
+    assert sentence_of(generator.prompts[-1]) == "John explored Tokyo and New York"
+    assert _ents(doc) == [("John", "person"), ("Tokyo", "location"), ("New   York", "location")]
+    assert [(e.start, e.end) for e in doc.ents] == [(0, 1), (4, 5), (7, 10)]
+    assert doc[8].is_space and not doc[9].is_space
+    assert doc.user_data[RAW_OUTPUT_KEY][0]["output"].startswith("John(B-person) explored(O)")
+
+
+MESSY = {
+    # omission, substitution and addition at once
+    "John explored Tokyo and flew back to New York .":
+        "John(B-person) explored(O) Tokio(B-location) and(O) back(O) home(O) to(O) "
+        "New(B-location) York(I-location) .(O)",
+    # no tags at all
+    "Mary saw Rome .": "Mary saw Rome.",
+    # an unknown type, an I- with no B-, a broken bracket
+    "Mary met John in Rome .":
+        "Mary(B-people) met(O) John(I-person) in(O) Rome(B-location .(O)",
+    # garbage
+    "John and Mary .": ")))((( (O)(O) \x00 ( B-person",
+}
+
+
+@pytest.mark.parametrize("text", list(MESSY))
+def test_messy_model_output_aligns_onto_tokens(text):
+    nlp = _nlp(responses=MESSY)
+    doc = nlp(text)
+    for ent in doc.ents:
+        assert ent.label_ in LABELS
+        assert doc[ent.start : ent.end].text == ent.text
+    expected = {
+        "John explored Tokyo and flew back to New York .":
+            [("John", "person"), ("Tokyo", "location"), ("New York", "location")],
+        "Mary saw Rome .": [],
+        "Mary met John in Rome .": [("John", "person")],
+        "John and Mary .": [],
+    }
+    assert _ents(doc) == expected[text]
+
+
+def test_label_mapping_sets_doc_labels_and_prompts_with_names():
+    nlp = _nlp(labels={"PERSON": "person", "GPE": "location"})
+    doc = nlp("Mary visited Rome .")
+    assert _ents(doc) == [("Mary", "PERSON"), ("Rome", "GPE")]
+    prompt = nlp.get_pipe("gner").generator.prompts[-1]
+    assert "Use the specific entity tags: person, location and O." in prompt
+    assert nlp.get_pipe("gner").labels == ("PERSON", "GPE")
+
+
+def test_labels_with_parentheses_and_spaces():
+    generator = scripted_config(Mary="person (fictional)", New_York="big city")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("gner", config={"labels": ["person (fictional)", "big city"], "generator": generator})
+    assert _ents(nlp("Mary loves New York")) == [("Mary", "person (fictional)"), ("New York", "big city")]
+
+
+def test_duplicate_labels_warn_and_duplicate_names_fail():
+    with pytest.warns(UserWarning, match="duplicate label 'person'"):
+        nlp = _nlp(labels=["person", "location", "person"])
+    assert nlp.get_pipe("gner").labels == ("person", "location")
+    with pytest.raises(ValueError, match="both use the prompt name 'person'"):
+        _nlp(labels={"PER": "person", "PERSON": "person"})
+
+
+def test_no_labels_is_a_clear_error():
+    nlp = _nlp(labels=[])
+    with pytest.raises(ValueError, match="has no labels"):
+        nlp("John went home")
+
+
+def test_add_label():
+    nlp = _nlp(labels=["person"])
+    pipe = nlp.get_pipe("gner")
+    assert pipe.add_label("GPE", "location") == 1
+    assert pipe.add_label("GPE") == 0
+    assert _ents(nlp("Mary visited Rome")) == [("Mary", "person"), ("Rome", "GPE")]
+
+
+def _examples(nlp):
+    doc = nlp.make_doc("Mary visited Rome")
+    reference = Doc(doc.vocab, words=[t.text for t in doc], ents=["B-PERSON", "O", "B-LOCATION"])
+    return [Example(doc, reference)]
+
+
+def test_initialize_infers_labels_from_gold_entities():
+    nlp = _nlp(labels=[])
+    nlp.initialize(lambda: _examples(nlp))
+    pipe = nlp.get_pipe("gner")
+    assert pipe.label_names == {"LOCATION": "location", "PERSON": "person"}
+    assert _ents(nlp("Mary visited Rome")) == [("Mary", "PERSON"), ("Rome", "LOCATION")]
+
+
+def test_initialize_with_labels_argument():
+    nlp = _nlp(labels=["person"])
+    nlp.get_pipe("gner").initialize(lambda: [], nlp=nlp, labels=["location"])
+    assert _ents(nlp("Mary visited Rome")) == [("Rome", "location")]
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("replace", [("John", "person"), ("Tokyo", "location")]),
+        ("keep", [("John explored", "EVENT"), ("Tokyo", "location"), ("May", "DATE")]),
+        ("overwrite", [("John", "person"), ("Tokyo", "location"), ("May", "DATE")]),
+    ],
+)
+def test_set_ents_mode(mode, expected):
+    nlp = _nlp(set_ents_mode=mode)
+    doc = nlp.make_doc("John explored Tokyo in May")
+    doc.ents = [Span(doc, 0, 2, "EVENT"), Span(doc, 4, 5, "DATE")]
+    assert _ents(nlp.get_pipe("gner")(doc)) == expected
+
+
+def test_nlp_pipe_batches_documents_into_one_generator_call():
+    nlp = _nlp()
+    texts = ["John went to Tokyo", "Mary went to Rome", "Nobody went anywhere"] * 4
+    docs = list(nlp.pipe(texts, batch_size=6))
+    assert nlp.get_pipe("gner").generator.calls == 2
+    assert [_ents(doc) for doc in docs[:3]] == [
+        [("John", "person"), ("Tokyo", "location")], [("Mary", "person"), ("Rome", "location")], []
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n\t", "😀🎉", "東京に行きました。", "Ünïcödé (test) [x] {y}"])
+def test_odd_text_never_crashes(text):
+    nlp = _nlp()
+    doc = nlp(text)
+    assert doc.text == text
+    assert list(doc.ents) == []
+
+
+def test_mixed_scripts_keep_entities():
+    nlp = _nlp()
+    doc = nlp("😀 John 東京 Tokyo ✈️ Mary")
+    assert _ents(doc) == [("John", "person"), ("Tokyo", "location"), ("Mary", "person")]
+
+
+def _long_text(n_sentences):
+    names = ["John", "Mary", "Tokyo", "New York", "Rome"]
+    return " ".join(f"On day {i} , {names[i % 5]} waited near the old gate ." for i in range(n_sentences))
+
+
+@pytest.mark.parametrize("with_sentences", [False, True])
+def test_5000_token_document_is_chunked_and_merged(with_sentences):
+    nlp = spacy.blank("en")
+    if with_sentences:
+        nlp.add_pipe("sentencizer")
+    _nlp(pipeline=nlp, max_length=100, window_overlap=10)
+    text = _long_text(500)
+    doc = nlp(text)
+    assert len(doc) > 5000
+    generator = nlp.get_pipe("gner").generator
+    assert len(generator.prompts) > 50
+    expected = nlp.get_pipe("gner").generator.label(text.split())
+    gold = [(t.idx, tag) for t, tag in zip(doc, expected) if tag != "O"]
+    found = [(doc[e.start].idx, "B-" + e.label_) for e in doc.ents]
+    found += [(t.idx, "I-" + e.label_) for e in doc.ents for t in e[1:]]
+    assert sorted(found) == sorted(gold)
+
+
+def test_entity_straddling_a_window_split_is_not_cut():
+    nlp = _nlp(max_length=20, window_overlap=4)
+    words = ["w"] * 8 + ["New", "York"] + ["w"] * 20 + ["John"] + ["w"] * 9
+    doc = nlp(" ".join(words))
+    chunk_sizes = {len(sentence_of(p).split()) for p in nlp.get_pipe("gner").generator.prompts}
+    assert max(chunk_sizes) == 10  # cost 2 per word (no tokenizer): 10 words a window
+    assert [(e.start, e.end, e.label_) for e in doc.ents] == [(8, 10, "location"), (30, 31, "person")]

