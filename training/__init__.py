@@ -1,0 +1,1 @@
+"""Data preparation for training GNER models: readers, regularisation and writers."""

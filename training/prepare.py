@@ -1,0 +1,286 @@
+"""Regularise Records for GNER training and write them as GNER JSON lines or spaCy DocBins.
+
+Run `python -m training.prepare --help` for the command line.
+"""
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from spacy.tokens import Doc, DocBin, Span
+from spacy.vocab import Vocab
+
+from spacy_gner.output import bio_to_spans
+from spacy_gner.prompt import build_prompt, build_target
+
+from .readers import FORMATS, DataError, Location, PathLike, SpanStats, dataset_dirs
+from .readers import detect_format, read_labels, read_records
+from .records import Record
+
+LabelMap = Mapping[str, Optional[str]]
+
+# CrossNER's raw type names (and UniversalNER's spellings) -> the names GNER prompts with.
+# None drops a type: GNER leaves CrossNER's "misc" out.
+CROSSNER_LABEL_MAP: Dict[str, Optional[str]] = {
+    "academicjournal": "academic journal",
+    "astronomicalobject": "astronomical object",
+    "chemicalcompound": "chemical compound",
+    "chemicalelement": "chemical element",
+    "literarygenre": "literary genre",
+    "metrics": "metric",
+    "misc": None,
+    "musicalartist": "musical artist",
+    "musicalinstrument": "musical instrument",
+    "musicgenre": "music genre",
+    "organisation": "organization",
+    "politicalparty": "political party",
+    "program language": "programming language",
+    "programlang": "programming language",
+}
+PAPER_CAP = 10_000  # sentences per dataset in the GNER paper's training mix
+
+
+def _rng(seed: int, purpose: str, record: Record) -> random.Random:
+    """A random generator for one record, independent of the order records come in."""
+    return random.Random(f"{seed}/{purpose}/{record.dataset}/{record.split}/{record.id}")
+
+
+def normalise_labels(record: Record, label_map: LabelMap) -> Record:
+    """Rename entity types by `label_map`; a type mapped to None is dropped (its words become O)."""
+
+    def name(label: str) -> Optional[str]:
+        return label_map.get(label, label)
+
+    def retag(tag: str) -> str:
+        new = None if tag == "O" else name(tag[2:])
+        return "O" if new is None else tag[:2] + new
+
+    labels = [new for new in dict.fromkeys(map(name, record.labels)) if new is not None]
+    return replace(record, labels=labels, tags=[retag(tag) for tag in record.tags])
+
+
+def shuffle_labels(record: Record, seed: int) -> Record:
+    """The record with its types in a random order, fixed by `seed` and the record's id."""
+    labels = list(record.labels)
+    _rng(seed, "shuffle", record).shuffle(labels)
+    return replace(record, labels=labels)
+
+
+def add_external_types(record: Record, pool: Sequence[str], count: int, seed: int) -> Record:
+    """The record offered up to `count` more types from `pool`, drawn (by `seed` and the
+    record's id) from those it does not offer yet, so absent from the sentence."""
+    candidates = [label for label in dict.fromkeys(pool) if label not in record.labels]
+    extra = _rng(seed, "external", record).sample(candidates, min(count, len(candidates)))
+    return replace(record, labels=record.labels + extra)
+
+
+def cap_per_dataset(records: Sequence[Record], cap: int, seed: int) -> List[Record]:
+    """At most `cap` records of each dataset, a sample fixed by `seed`, in their input order."""
+    indices: Dict[str, List[int]] = {}
+    for index, record in enumerate(records):
+        indices.setdefault(record.dataset, []).append(index)
+    keep = set()
+    for dataset, own in indices.items():
+        rng = random.Random(f"{seed}/cap/{dataset}")
+        keep.update(own if len(own) <= cap else rng.sample(own, cap))
+    return [record for index, record in enumerate(records) if index in keep]
+
+
+def dataset_types(records: Iterable[Record]) -> Dict[str, List[str]]:
+    """The types each dataset offers, in order of first appearance."""
+    types: Dict[str, Dict[str, None]] = {}
+    for record in records:
+        types.setdefault(record.dataset, {}).update(dict.fromkeys(record.labels))
+    return {dataset: list(labels) for dataset, labels in types.items()}
+
+
+def prepare_records(
+    records: Iterable[Record],
+    *,
+    label_map: Optional[LabelMap] = None,
+    cap: Optional[int] = None,
+    external: int = 0,
+    pool: Optional[Sequence[str]] = None,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> List[Record]:
+    """Normalise type names, cap each dataset, add `external` types absent from each sentence
+    (from `pool`, else from its dataset's types) and shuffle the type order, in that order."""
+    records = [normalise_labels(r, label_map) for r in records] if label_map else list(records)
+    pools = dataset_types(records) if external and pool is None else {}
+    if cap is not None:
+        records = cap_per_dataset(records, cap, seed)
+    if external:
+        records = [
+            add_external_types(r, pools[r.dataset] if pool is None else pool, external, seed)
+            for r in records
+        ]
+    if shuffle:
+        records = [shuffle_labels(record, seed) for record in records]
+    return records
+
+
+# --- writers ------------------------------------------------------------------------------
+
+
+def _check(record: Record) -> None:
+    """Validate a record about to be written, naming it in the error."""
+    try:
+        record.validate()
+    except ValueError as error:
+        raise ValueError(f"{record.dataset} {record.id}: {error}") from None
+
+
+def gner_json(record: Record) -> Dict[str, Any]:
+    """A record in the GNER reference schema, with its prompt and target strings."""
+    return {
+        "id": record.id,
+        "dataset": record.dataset,
+        "split": record.split,
+        "label_list": record.labels,
+        "instance": {
+            "id": record.id,
+            "words": record.words,
+            "labels": record.tags,
+            "instruction_inputs": build_prompt(record.words, record.labels),
+            "prompt_labels": build_target(record.words, record.tags),
+        },
+    }
+
+
+def write_gner_jsonl(records: Iterable[Record], path: PathLike) -> int:
+    """Write records as GNER JSON lines; return how many."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as file:
+        for record in records:
+            _check(record)
+            file.write(json.dumps(gner_json(record), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_docbin(records: Iterable[Record], path: PathLike) -> int:
+    """Write records as a .spacy DocBin with their entities, words joined by spaces; return how
+    many. spaCy has no empty tokens, so an empty word becomes a whitespace token."""
+    vocab = Vocab()
+    doc_bin = DocBin()
+    for record in records:
+        _check(record)
+        words = [word or " " for word in record.words]
+        doc = Doc(vocab, words=words, spaces=[i < len(words) - 1 for i in range(len(words))])
+        doc.ents = [Span(doc, start, end, label) for start, end, label in bio_to_spans(record.tags)]
+        doc_bin.add(doc)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    doc_bin.to_disk(path)
+    return len(doc_bin)
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.prepare",
+        description="Read NER data, regularise it for GNER training, write GNER JSON lines "
+        "and/or a spaCy DocBin, and print what was read and written per dataset.",
+    )
+    add = parser.add_argument
+    add("inputs", nargs="+", type=Path, help="BIO dataset directories (or directories of "
+        "them), GNER .jsonl, Pile-NER or open-type .json, .spacy files")
+    add("--format", default="auto", choices=("auto",) + FORMATS,
+        help="input format (default: from the path type, extension or keys)")
+    add("--split", default="train", help="the split file of BIO directories, and the split "
+        "name of inputs without one (default: train)")
+    add("--dataset", metavar="NAME", help="dataset name of BIO directories and of inputs "
+        "whose format has none (default: the directory or file name)")
+    add("--jsonl", type=Path, metavar="PATH", help="write GNER JSON lines here")
+    add("--spacy", type=Path, metavar="PATH", help="write a spaCy DocBin here")
+    add("--label-map", metavar="crossner|PATH", help="rename types: 'crossner' (CrossNER's "
+        "raw names; misc dropped) or a JSON file {old: new, or null to drop}")
+    add("--cap", type=int, metavar="N", help="at most N sentences per dataset, a seeded "
+        f"sample (the GNER paper uses {PAPER_CAP})")
+    add("--external", type=int, default=0, metavar="N", help="offer N more types absent "
+        "from each sentence (default: 0)")
+    add("--external-pool", type=Path, metavar="PATH", help="file of types, one per line, to "
+        "draw external types from (default: each dataset's own types)")
+    add("--shuffle-labels", action="store_true",
+        help="shuffle the type order of each sentence (seeded)")
+    add("--seed", type=int, default=0, help="seed of all sampling (default: 0)")
+    return parser
+
+
+def _load_label_map(value: Optional[str]) -> Optional[LabelMap]:
+    """The label map named on the command line: "crossner", a JSON file, or none."""
+    if value is None:
+        return None
+    if value == "crossner":
+        return CROSSNER_LABEL_MAP
+    label_map = json.loads(Path(value).read_text(encoding="utf-8"))
+    if not isinstance(label_map, dict) or not all(
+        name is None or isinstance(name, str) for name in label_map.values()
+    ):
+        raise DataError(Location(Path(value)), "a label map is a JSON object {old: new or null}")
+    return label_map
+
+
+def _read_inputs(args: argparse.Namespace, stats: SpanStats) -> List[Record]:
+    records: List[Record] = []
+    for path in args.inputs:
+        fmt = detect_format(path) if args.format == "auto" else args.format
+        paths = dataset_dirs(path) if fmt == "bio" else [path]
+        for each in paths:
+            if fmt == "bio" and each != path and not (each / f"{args.split}.txt").is_file():
+                print(f"skipped {each}: no {args.split}.txt")
+                continue
+            records.extend(read_records(each, fmt, args.split, args.dataset, stats))
+    return records
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """The command line: read, regularise, write, report counts per dataset."""
+    args = _parser().parse_args(argv)
+    stats = SpanStats()
+    try:
+        records = _read_inputs(args, stats)
+        prepared = prepare_records(
+            records,
+            label_map=_load_label_map(args.label_map),
+            cap=args.cap,
+            external=args.external,
+            pool=read_labels(args.external_pool) if args.external_pool else None,
+            shuffle=args.shuffle_labels,
+            seed=args.seed,
+        )
+    except (DataError, json.JSONDecodeError, OSError) as error:
+        sys.exit(f"error: {error}")
+    if args.jsonl:
+        print(f"wrote {write_gner_jsonl(prepared, args.jsonl)} records to {args.jsonl}")
+    if args.spacy:
+        print(f"wrote {write_docbin(prepared, args.spacy)} docs to {args.spacy}")
+    if not (args.jsonl or args.spacy):
+        print("nothing written: no --jsonl or --spacy given")
+    _report(records, prepared if args.jsonl or args.spacy else [], stats)
+
+
+def _report(records: List[Record], written: List[Record], stats: SpanStats) -> None:
+    read = Counter(record.dataset for record in records)
+    kept = Counter(record.dataset for record in written)
+    width = max([len("dataset")] + [len(name) for name in read])
+    print(f"{'dataset':<{width}}  {'read':>8}  {'written':>8}")
+    for name in read:
+        print(f"{name:<{width}}  {read[name]:>8}  {kept[name]:>8}")
+    print(f"{'total':<{width}}  {len(records):>8}  {len(written):>8}")
+    if stats.tagged or stats.missing or stats.overlapping:
+        print(f"mentions: {stats.tagged} tagged, {stats.missing} not found in the words, "
+              f"{stats.overlapping} left out for overlapping a longer one")
+        for example in stats.examples:
+            print(f"  {example}")
+
+
+if __name__ == "__main__":
+    main()
