@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import spacy
-from conftest import LABELS, scripted_config, sentence_of
+from support import LABELS, scripted_config, sentence_of
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 from thinc.api import ConfigValidationError

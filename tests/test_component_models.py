@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import spacy
-from conftest import LABELS, TRAIN_WORDS
+from support import LABELS, TRAIN_WORDS
 from spacy.tokens import Doc, DocBin
 
 TEXT = " ".join(TRAIN_WORDS)
@@ -113,10 +113,10 @@ def test_score_and_spacy_evaluate_cli(tiny_t5, tmp_path):
 
 def test_random_model_output_never_breaks_alignment(tmp_path):
     """A model that never learned the format: garbage in, no crash, tokens respected."""
-    from conftest import _train_tokenizer
+    from support import train_tokenizer
     from transformers import T5Config, T5ForConditionalGeneration
 
-    tokenizer = _train_tokenizer(tmp_path, "t5")
+    tokenizer = train_tokenizer(tmp_path, "t5")
     config = T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=1,
                       num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     T5ForConditionalGeneration(config).save_pretrained(tmp_path)

@@ -1,7 +1,7 @@
 """gner after the `ner` of a trained pipeline (en_core_web_sm 3.8, packaged offline)."""
 import pytest
 import spacy
-from conftest import scripted_config, sentence_of
+from support import scripted_config, sentence_of
 
 TEXT = "John explored Tokyo in May 2020. Then Mary flew back to New York with Apple."
 

@@ -1,5 +1,5 @@
 import pytest
-from conftest import LABELS, TRAIN_WORDS
+from support import LABELS, TRAIN_WORDS
 
 from spacy_gner import build_prompt
 from spacy_gner.generation import HFGenerator, pad, plan_batches

@@ -1,0 +1,151 @@
+"""Test support: a scripted fake model, a tokenizer trained here, tiny T5 / Llama models."""
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from spacy.util import registry
+
+from spacy_gner.prompt import build_prompt, build_target
+
+TRAIN_WORDS = "John explored Tokyo and flew back to New York . Mary visited Paris".split()
+TRAIN_TAGS = ["B-person", "O", "B-location", "O", "O", "O", "O", "B-location", "I-location", "O",
+              "B-person", "O", "B-location"]
+LABELS = ["person", "location"]
+
+
+class ScriptedGenerator:
+    """A fake model: canned outputs by sentence, else every word tagged from a gazetteer.
+
+    It records the prompts it was given, so tests can check what the model saw.
+    """
+
+    tokenizer = None
+
+    def __init__(self, responses: Dict[str, str], gazetteer: Dict[str, str]) -> None:
+        self.responses = responses
+        self.gazetteer = {tuple(k.split()): v for k, v in gazetteer.items()}
+        self.prompts: List[str] = []
+        self.calls = 0
+
+    def label(self, words: List[str]) -> List[str]:
+        tags = ["O"] * len(words)
+        i = 0
+        while i < len(words):
+            for entry, label in sorted(self.gazetteer.items(), key=lambda e: -len(e[0])):
+                if tuple(words[i : i + len(entry)]) == entry:
+                    tags[i : i + len(entry)] = [f"B-{label}"] + [f"I-{label}"] * (len(entry) - 1)
+                    i += len(entry) - 1
+                    break
+            i += 1
+        return tags
+
+    def __call__(self, prompts: List[str], max_new_tokens: List[int]) -> List[str]:
+        self.prompts.extend(prompts)
+        self.calls += 1
+        outputs = []
+        for prompt in prompts:
+            sentence = prompt.split("\nSentence: ", 1)[1]
+            if sentence in self.responses:
+                outputs.append(self.responses[sentence])
+            else:
+                words = sentence.split(" ")
+                outputs.append(build_target(words, self.label(words)))
+        return outputs
+
+
+@registry.misc("spacy-gner.test.ScriptedGenerator.v1")
+def make_scripted_generator(
+    responses: Dict[str, str] = {}, gazetteer: Dict[str, str] = {}
+) -> ScriptedGenerator:
+    return ScriptedGenerator(responses, gazetteer)
+
+
+def scripted_config(responses: Optional[Dict[str, str]] = None, **gazetteer: str) -> dict:
+    return {
+        "@misc": "spacy-gner.test.ScriptedGenerator.v1",
+        "responses": responses or {},
+        "gazetteer": {k.replace("_", " "): v for k, v in gazetteer.items()},
+    }
+
+
+def train_tokenizer(directory: Path, kind: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from spacy_gner.prompt import INSTRUCTION
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    corpus = [INSTRUCTION, build_prompt(TRAIN_WORDS, LABELS), build_target(TRAIN_WORDS, TRAIN_TAGS),
+              "[INST] [/INST] abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 ()-,.:'"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>", "<s>"])
+    tokenizer.train_from_iterator(corpus * 20, trainer)
+    if kind == "t5":
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="$A </s>", special_tokens=[("</s>", tokenizer.token_to_id("</s>"))]
+        )
+        special = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    else:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
+        )
+        special = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_input_names=["input_ids", "attention_mask"], **special
+    )
+    fast.save_pretrained(directory)
+    return fast
+
+
+def memorise(model, tokenizer, kind: str, steps: int = 150) -> None:
+    """Teach a tiny model one GNER example, so generation has something right to say."""
+    import torch
+
+    prompt, target = build_prompt(TRAIN_WORDS, LABELS), build_target(TRAIN_WORDS, TRAIN_TAGS)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    if kind == "t5":
+        inputs = tokenizer([prompt], return_tensors="pt")
+        labels = tokenizer([target], return_tensors="pt")["input_ids"]
+        batch = {**inputs, "labels": labels}
+    else:
+        text = f"[INST] {prompt} [/INST]"
+        source = tokenizer(text)["input_ids"]
+        full = source + tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        labels = [-100] * len(source) + full[len(source) :]
+        batch = {"input_ids": torch.tensor([full]), "labels": torch.tensor([labels])}
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def tiny_model(directory: Path, kind: str) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    tokenizer = train_tokenizer(directory, kind)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    if kind == "t5":
+        config = T5Config(vocab_size=len(tokenizer), d_model=64, d_ff=128, d_kv=16, num_layers=2,
+                          num_heads=4, decoder_start_token_id=tokenizer.pad_token_id, **ids)
+        model = T5ForConditionalGeneration(config)
+    else:
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, **ids)
+        model = LlamaForCausalLM(config)
+    memorise(model, tokenizer, kind)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def sentence_of(prompt: str) -> str:
+    return re.split(r"\nSentence: ", prompt, maxsplit=1)[1]
