@@ -30,10 +30,10 @@ from spacy.util import SimpleFrozenList, ensure_path, minibatch
 from .chunking import Chunk, EntitySpan, merge_chunk_entities, plan_chunks
 from .matching import hierarchical_match
 from .output import bio_to_spans, extract
-from .prompt import build_prompt
+from .prompt import Request
 
 Labels = Union[List[str], Dict[str, str]]
-Generator = Callable[[List[str], List[int]], List[str]]
+Generator = Callable[[List[Request]], List[str]]
 RAW_OUTPUT_KEY = "gner_raw"
 
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -45,6 +45,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "batch_size": 8,
     "max_batch_tokens": 16384,
     "num_beams": 1,
+    "copy_aware": True,
     "max_length": 640,
     "window_overlap": 32,
     "prompt_format": "inst",
@@ -72,6 +73,7 @@ def make_gner(
     batch_size: int,
     max_batch_tokens: int,
     num_beams: int,
+    copy_aware: bool,
     max_length: int,
     window_overlap: int,
     prompt_format: Literal["inst", "chat_template", "plain"],
@@ -93,6 +95,7 @@ def make_gner(
             "batch_size": batch_size,
             "max_batch_tokens": max_batch_tokens,
             "num_beams": num_beams,
+            "copy_aware": copy_aware,
             "prompt_format": prompt_format,
             "trust_remote_code": trust_remote_code,
         },
@@ -168,7 +171,8 @@ class GNER(Pipe):
 
     @property
     def generator(self) -> Generator:
-        """The text generator; by default a Hugging Face model named by `model`."""
+        """The text generator, a callable from Requests to output texts; by default a Hugging
+        Face model named by `model`."""
         if self._generator is None:
             from .generation import HFGenerator
 
@@ -257,13 +261,12 @@ class GNER(Pipe):
         docs = list(docs)
         names = self._require_labels()
         plans = [self._plan(doc, names) for doc in docs]
-        prompts = [
-            build_prompt([doc[i].text for i in chunk.tokens], names)
-            for doc, (chunks, _) in zip(docs, plans)
-            for chunk in chunks
+        requests = [
+            Request(tuple(doc[i].text for i in chunk.tokens), tuple(names), limit)
+            for doc, (chunks, limits) in zip(docs, plans)
+            for chunk, limit in zip(chunks, limits)
         ]
-        limits = [limit for _, chunk_limits in plans for limit in chunk_limits]
-        outputs = iter(self.generator(prompts, limits) if prompts else [])
+        outputs = iter(self.generator(requests) if requests else [])
         tokenizer = self.tokenizer
         predictions = []
         for doc, (chunks, _) in zip(docs, plans):

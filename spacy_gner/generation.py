@@ -5,8 +5,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from .decoding import Units, copy_constraint, copy_decode, word_units
 from .models import load_model
-from .prompt import format_prompt
+from .prompt import Request, build_target, format_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class HFGenerator:
     model: Hub name or local directory. batch_size / max_batch_tokens: the most sequences, and
     the most padded tokens (input + new tokens, times beams), in one `generate` call.
     prompt_format: how decoder-only models get the prompt ("inst", "chat_template", "plain").
+    copy_aware: force the input words and choose only their tags (see `decoding`); requests
+    whose words the tokenizer cannot cut into units are generated freely.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class HFGenerator:
         num_beams: int = 1,
         prompt_format: str = "inst",
         trust_remote_code: bool = False,
+        copy_aware: bool = True,
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1 or num_beams < 1:
             raise ValueError("batch_size, max_batch_tokens and num_beams must be positive")
@@ -69,6 +73,7 @@ class HFGenerator:
         self.num_beams = num_beams
         self.prompt_format = prompt_format
         self.trust_remote_code = trust_remote_code
+        self.copy_aware = copy_aware
         self._model: Any = None
         self._tokenizer: Any = None
 
@@ -101,21 +106,51 @@ class HFGenerator:
             return prompt
         return format_prompt(prompt, self.prompt_format, self.tokenizer)
 
-    def __call__(self, prompts: Sequence[str], max_new_tokens: Sequence[int]) -> List[str]:
-        """Generate one output text per prompt, at most `max_new_tokens[i]` tokens each."""
-        texts = [self.model_input(prompt) for prompt in prompts]
+    def __call__(self, requests: Sequence[Request]) -> List[str]:
+        """Generate one output text per request."""
+        tokenizer = self.tokenizer
+        texts = [self.model_input(request.prompt) for request in requests]
         add_special = self.model.config.is_encoder_decoder or self.prompt_format != "chat_template"
-        input_ids = self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
-        costs = [(len(ids) + new) * self.num_beams for ids, new in zip(input_ids, max_new_tokens)]
-        outputs: List[Optional[str]] = [None] * len(texts)
+        input_ids = tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        units = [word_units(tokenizer, r) if self.copy_aware else None for r in requests]
+        new_tokens = [
+            sum(len(unit["O"]) for unit in u) + 1 if u else r.max_new_tokens
+            for r, u in zip(requests, units)
+        ]
+        costs = [(len(ids) + new) * self.num_beams for ids, new in zip(input_ids, new_tokens)]
+        outputs = [""] * len(requests)
         for batch in plan_batches(costs, self.batch_size, self.max_batch_tokens):
-            limit = max(max_new_tokens[i] for i in batch)
-            decoded = self._generate([input_ids[i] for i in batch], limit)
-            for i, text in zip(batch, decoded):
-                outputs[i] = text
-        return [text or "" for text in outputs]
+            copied = [i for i in batch if units[i]]
+            free = [i for i in batch if not units[i]]
+            if copied:
+                decoded = self._copy(
+                    [requests[i] for i in copied], [input_ids[i] for i in copied], [units[i] for i in copied]
+                )
+                for i, text in zip(copied, decoded):
+                    outputs[i] = text
+            if free:
+                limit = max(requests[i].max_new_tokens for i in free)
+                for i, text in zip(free, self._generate([input_ids[i] for i in free], limit)):
+                    outputs[i] = text
+        return outputs
 
-    def _generate(self, input_ids: List[List[int]], max_new_tokens: int) -> List[str]:
+    def _copy(
+        self, requests: List[Request], input_ids: List[List[int]], units: List[Units]
+    ) -> List[str]:
+        """Copy-aware decoding: draft and verify for greedy search, else beam search under the
+        same constraint."""
+        if self.num_beams == 1:
+            tags = copy_decode(self.model, input_ids, units, self.tokenizer.pad_token_id)
+            return [build_target(r.words, t) for r, t in zip(requests, tags)]
+        width = max(len(ids) for ids in input_ids)
+        prefix = 1 if self.model.config.is_encoder_decoder else width
+        constraint = copy_constraint(
+            units, [prefix] * len(units), self.tokenizer.eos_token_id, self.num_beams
+        )
+        limit = max(sum(len(unit["O"]) for unit in u) for u in units) * 2 + 8
+        return self._generate(input_ids, limit, prefix_allowed_tokens_fn=constraint)
+
+    def _generate(self, input_ids: List[List[int]], max_new_tokens: int, **kwargs: Any) -> List[str]:
         tokenizer, model = self.tokenizer, self.model
         encoded = pad(input_ids, tokenizer.pad_token_id, tokenizer.padding_side == "left")
         encoded = {key: value.to(model.device) for key, value in encoded.items()}
@@ -126,6 +161,7 @@ class HFGenerator:
                 num_beams=self.num_beams,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                **kwargs,
             )
         if not model.config.is_encoder_decoder:
             generated = generated[:, encoded["input_ids"].shape[1] :]

@@ -1,5 +1,6 @@
 """The GNER instruction prompt and target strings, byte-identical to the reference."""
-from typing import Any, Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 INSTRUCTION = (
     "Please analyze the sentence provided, identifying the type of entity for each word "
@@ -47,3 +48,22 @@ def format_prompt(prompt: str, prompt_format: str, tokenizer: Optional[Any] = No
         messages = [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"Unknown prompt_format {prompt_format!r}: expected one of {PROMPT_FORMATS}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chunk for the model: its words, the entity types, and the most tokens its output
+    may take."""
+
+    words: Tuple[str, ...]
+    labels: Tuple[str, ...]
+    max_new_tokens: int
+
+    @property
+    def prompt(self) -> str:
+        return build_prompt(self.words, self.labels)
+
+    @property
+    def tags(self) -> Tuple[str, ...]:
+        """Every valid tag: O, then B- and I- of each type."""
+        return ("O",) + tuple(f"{p}-{label}" for label in self.labels for p in "BI")

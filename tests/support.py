@@ -5,7 +5,7 @@ from typing import Dict, List, Optional
 
 from spacy.util import registry
 
-from spacy_gner.prompt import build_prompt, build_target
+from spacy_gner.prompt import Request, build_prompt, build_target
 
 TRAIN_WORDS = "John explored Tokyo and flew back to New York . Mary visited Paris".split()
 TRAIN_TAGS = ["B-person", "O", "B-location", "O", "O", "O", "O", "B-location", "I-location", "O",
@@ -39,16 +39,16 @@ class ScriptedGenerator:
             i += 1
         return tags
 
-    def __call__(self, prompts: List[str], max_new_tokens: List[int]) -> List[str]:
-        self.prompts.extend(prompts)
+    def __call__(self, requests: List[Request]) -> List[str]:
+        self.prompts.extend(request.prompt for request in requests)
         self.calls += 1
         outputs = []
-        for prompt in prompts:
-            sentence = prompt.split("\nSentence: ", 1)[1]
+        for request in requests:
+            sentence = " ".join(request.words)
             if sentence in self.responses:
                 outputs.append(self.responses[sentence])
             else:
-                words = sentence.split(" ")
+                words = list(request.words)
                 outputs.append(build_target(words, self.label(words)))
         return outputs
 

@@ -1,8 +1,8 @@
 import pytest
 from support import LABELS, TRAIN_WORDS
 
-from spacy_gner import build_prompt
 from spacy_gner.generation import HFGenerator, pad, plan_batches
+from spacy_gner.prompt import Request
 
 
 def test_plan_batches_sorts_and_respects_both_limits():
@@ -23,18 +23,20 @@ def test_pad_left_and_right():
     assert right["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
 
 
-PROMPT = build_prompt(TRAIN_WORDS, LABELS)
+REQUEST = Request(tuple(TRAIN_WORDS), tuple(LABELS), 80)
+PROMPT = REQUEST.prompt
 TARGET_START = "John(B-person) explored(O) Tokyo(B-location)"
 
 
+@pytest.mark.parametrize("copy_aware", [True, False])
 @pytest.mark.parametrize("model", ["tiny_t5", "tiny_llama"])
-def test_generation_batched_equals_one_at_a_time(model, request):
+def test_generation_batched_equals_one_at_a_time(model, copy_aware, request):
     path = request.getfixturevalue(model)
-    other = build_prompt("Mary visited Paris".split(), LABELS)
-    prompts = [PROMPT, other, PROMPT]
-    batched = HFGenerator(path, device="cpu", batch_size=3)(prompts, [80, 80, 80])
-    single = HFGenerator(path, device="cpu", batch_size=1)
-    assert batched == [single([p], [80])[0] for p in prompts]
+    other = Request(("Mary", "visited", "Paris"), tuple(LABELS), 80)
+    requests = [REQUEST, other, REQUEST]
+    batched = HFGenerator(path, batch_size=3, copy_aware=copy_aware)(requests)
+    single = HFGenerator(path, batch_size=1, copy_aware=copy_aware)
+    assert batched == [single([r])[0] for r in requests]
     assert batched[0].startswith(TARGET_START)
 
 
@@ -43,22 +45,23 @@ def test_llama_prompt_format(tiny_llama):
     assert generator.model_input("P") == "[INST] P [/INST]"
     assert HFGenerator(tiny_llama, prompt_format="plain").model_input("P") == "P"
     with pytest.raises(ValueError, match="chat template"):
-        HFGenerator(tiny_llama, prompt_format="chat_template")([PROMPT], [10])
+        HFGenerator(tiny_llama, prompt_format="chat_template")([REQUEST])
 
 
 def test_seq2seq_models_get_the_bare_prompt(tiny_t5):
     assert HFGenerator(tiny_t5).model_input("P") == "P"
 
 
-def test_beam_search(tiny_t5):
-    (text,) = HFGenerator(tiny_t5, num_beams=3)([PROMPT], [80])
+@pytest.mark.parametrize("copy_aware", [True, False])
+def test_beam_search(tiny_t5, copy_aware):
+    (text,) = HFGenerator(tiny_t5, num_beams=3, copy_aware=copy_aware)([REQUEST])
     assert text.startswith(TARGET_START)
 
 
 def test_an_output_cut_by_max_new_tokens_is_reported(tiny_t5, caplog):
-    generator = HFGenerator(tiny_t5)
-    (full,) = generator([PROMPT], [200])
-    (text,) = generator([PROMPT], [5])
+    generator = HFGenerator(tiny_t5, copy_aware=False)
+    (full,) = generator([REQUEST])
+    (text,) = generator([Request(REQUEST.words, REQUEST.labels, 5)])
     assert full.startswith(text) and len(text) < len(full)
     assert "max_new_tokens=5" in caplog.text
 

@@ -1,0 +1,209 @@
+"""Copy-aware decoding: the input words are forced, only their tags are chosen.
+
+A GNER output is a sequence of units, one per input word: `word(tag)` with a space before
+every word but the first. Fast tokenizers split text at spaces before merging, so each unit
+tokenizes on its own, and the output's tokens are the units' tokens one after another. Under
+the copy constraint the model may only choose, for each word in turn, among the units of its
+valid tags.
+
+Draft and verify: the rest of the output is drafted with every remaining word tagged `O`,
+one forward pass (reusing the KV cache of the accepted prefix) scores the whole draft, the
+draft is accepted up to the first token where the model's best allowed token differs, that
+token is taken instead, and drafting starts again from there. The result is what greedy
+decoding restricted to the allowed tokens gives, in about one forward pass per entity.
+"""
+from bisect import bisect_right
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+
+from .prompt import Request, build_target
+
+Units = List[Dict[str, Tuple[int, ...]]]  # per word: {tag: token ids of "word(tag)"}
+
+
+def word_units(tokenizer: Any, request: Request) -> Optional[Units]:
+    """The token ids of every `word(tag)` unit of the request's output, for every valid tag.
+
+    Cut from tokenizations of whole outputs (all words with one tag), so each unit is spelled
+    as in context. None when the tokenizer has no offsets or a token spans two words.
+    """
+    words = list(request.words)
+    if not words or not getattr(tokenizer, "is_fast", False):
+        return None
+    tags = request.tags
+    starts, offset = [], 0
+    for word in words:
+        starts.append(offset)
+        offset += len(word) + 1  # the space after it, before the next word
+    units: Units = [{} for _ in words]
+    texts = [build_target(words, [tag] * len(words)) for tag in tags]
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    for tag, text, ids, spans in zip(
+        tags, texts, encoded["input_ids"], encoded["offset_mapping"]
+    ):
+        unit_starts = [start + i * (len(tag) + 2) for i, start in enumerate(starts)]
+        pieces: List[List[int]] = [[] for _ in words]
+        for token, (begin, end) in zip(ids, spans):
+            k = bisect_right(unit_starts, max(begin, end - 1)) - 1
+            if k < 0 or (k > 0 and begin < unit_starts[k] - 1):
+                return None  # the token reaches back into the previous word's unit
+            pieces[k].append(token)
+        if any(not piece for piece in pieces):
+            return None
+        for unit, piece in zip(units, pieces):
+            unit[tag] = tuple(piece)
+    return units
+
+
+class CopyState:
+    """Where one output stands: the word being written, the tokens of its unit written so
+    far, the tags still possible for it, and the tags chosen before."""
+
+    def __init__(self, units: Units) -> None:
+        self.units = units
+        self.word = 0
+        self.position = 0
+        self.alive: List[str] = list(units[0]) if units else []
+        self.tags: List[str] = []
+        self.tokens: List[int] = []
+
+    @property
+    def done(self) -> bool:
+        return self.word >= len(self.units)
+
+    def allowed(self) -> List[int]:
+        """The tokens that may come next (none when the output is complete)."""
+        if self.done:
+            return []
+        unit = self.units[self.word]
+        return sorted({unit[tag][self.position] for tag in self.alive})
+
+    def draft(self) -> List[int]:
+        """The rest of the output with the current word finished as cheaply as possible
+        (its `O` unit when still possible) and every later word tagged `O`."""
+        if self.done:
+            return []
+        unit = self.units[self.word]
+        tag = "O" if "O" in self.alive else self.alive[0]
+        tokens = list(unit[tag][self.position :])
+        for later in self.units[self.word + 1 :]:
+            tokens.extend(later["O"])
+        return tokens
+
+    def step(self, token: int) -> None:
+        unit = self.units[self.word]
+        self.alive = [tag for tag in self.alive if unit[tag][self.position] == token]
+        if not self.alive:
+            raise ValueError(f"token {token} is not allowed after {self.tokens}")
+        self.tokens.append(token)
+        self.position += 1
+        finished = [tag for tag in self.alive if len(unit[tag]) == self.position]
+        if finished:
+            self.tags.append(finished[0])
+            self.word += 1
+            self.position = 0
+            self.alive = list(self.units[self.word]) if not self.done else []
+
+
+def _choose(logits: torch.Tensor, allowed: List[int]) -> int:
+    if len(allowed) == 1:
+        return allowed[0]
+    return allowed[int(torch.argmax(logits[allowed]))]
+
+
+def copy_decode(model: Any, prompts: Sequence[Sequence[int]], units: Sequence[Units], pad_id: int) -> List[List[str]]:
+    """Greedy decoding under the copy constraint, by draft and verify; the tags chosen for
+    each prompt's words. `prompts` are token ids (causal models continue them, seq2seq
+    models encode them)."""
+    states = [CopyState(u) for u in units]
+    active = [i for i, state in enumerate(states) if not state.done]
+    if not active:
+        return [state.tags for state in states]
+    seq2seq = model.config.is_encoder_decoder
+    device = model.device
+    width = max(len(prompts[i]) for i in active)
+    if seq2seq:
+        encoder_ids = torch.full((len(active), width), pad_id, dtype=torch.long)
+        for row, i in enumerate(active):
+            encoder_ids[row, : len(prompts[i])] = torch.tensor(prompts[i])
+        encoder_mask = (torch.arange(width)[None, :] < torch.tensor([len(prompts[i]) for i in active])[:, None]).long()
+        encoder_ids, encoder_mask = encoder_ids.to(device), encoder_mask.to(device)
+        encoder_outputs = model.get_encoder()(input_ids=encoder_ids, attention_mask=encoder_mask)
+        start = model.config.decoder_start_token_id
+        prefixes = {i: [start] for i in active}
+        pads = {i: 0 for i in active}
+        cache: Any = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    else:
+        prefixes = {i: [pad_id] * (width - len(prompts[i])) + list(prompts[i]) for i in active}
+        pads = {i: width - len(prompts[i]) for i in active}
+        cache = DynamicCache()
+    committed = 0
+    with torch.inference_mode():
+        while active:
+            sequences = {i: prefixes[i] + states[i].tokens for i in active}
+            drafts = {i: states[i].draft() for i in active}
+            feeds = [sequences[i][committed:] + drafts[i] for i in active]
+            length = max(len(feed) for feed in feeds)
+            input_ids = torch.tensor([feed + [pad_id] * (length - len(feed)) for feed in feeds], device=device)
+            if seq2seq:
+                logits = model(
+                    encoder_outputs=encoder_outputs,
+                    attention_mask=encoder_mask,
+                    decoder_input_ids=input_ids,
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits
+            else:
+                total = committed + length
+                mask = torch.ones((len(active), total), dtype=torch.long)
+                for row, i in enumerate(active):
+                    mask[row, : pads[i]] = 0
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, committed:]
+                logits = model(
+                    input_ids=input_ids,
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits
+            for row, i in enumerate(active):
+                state = states[i]
+                first = len(sequences[i]) - 1 - committed  # logits that predict the draft's first token
+                for j, token in enumerate(drafts[i]):
+                    choice = _choose(logits[row, first + j], state.allowed())
+                    state.step(choice)
+                    if choice != token:
+                        break
+            keep = [row for row, i in enumerate(active) if not states[i].done]
+            active = [active[row] for row in keep]
+            if not active:
+                break
+            committed = min(len(prefixes[i]) + len(states[i].tokens) - 1 for i in active)
+            cache.crop(committed)
+            if len(keep) < len(feeds):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                if seq2seq:
+                    encoder_mask = encoder_mask[index]
+                    encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state[index]
+    return [state.tags for state in states]
+
+
+def copy_constraint(units: Sequence[Units], prefix_lengths: Sequence[int], eos_id: int, num_beams: int):
+    """A `prefix_allowed_tokens_fn` for `generate` (beam search) with the copy constraint:
+    the tokens after each prompt's prefix must spell its units, then end."""
+
+    def allowed(batch_id: int, sequence: torch.Tensor) -> List[int]:
+        state = CopyState(units[batch_id])
+        try:
+            for token in sequence[prefix_lengths[batch_id] :].tolist():
+                if state.done:
+                    return [eos_id]
+                state.step(token)
+        except ValueError:  # a beam that beam search kept with a disallowed token, at -inf
+            return [eos_id]
+        return state.allowed() or [eos_id]
+
+    return allowed

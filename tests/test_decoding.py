@@ -1,0 +1,104 @@
+"""Copy-aware decoding: units, the constraint, and exactness against constrained greedy search."""
+import random
+
+import pytest
+import torch
+from support import LABELS, train_tokenizer
+
+from spacy_gner.decoding import CopyState, copy_constraint, copy_decode, word_units
+from spacy_gner.prompt import Request, build_target
+
+SENTENCES = [
+    "John explored Tokyo and flew back to New York .".split(),
+    ["(", "KDD-95", ")", "was", "held", "in", "Montréal", ",", "Québec", "!"],
+    ["Mary"],
+    "the wet wet wet song by Wet Wet Wet".split(),
+]
+
+
+def _random_tags(request, rng):
+    return [rng.choice(request.tags) for _ in request.words]
+
+
+@pytest.mark.parametrize("words", SENTENCES)
+def test_units_concatenate_to_the_tokenization_of_any_output(tokenizer, words):
+    request = Request(tuple(words), ("person", "location (city)", "band"), 100)
+    units = word_units(tokenizer, request)
+    assert units is not None and len(units) == len(words)
+    rng = random.Random(0)
+    for _ in range(20):
+        tags = _random_tags(request, rng)
+        expected = tokenizer(build_target(words, tags), add_special_tokens=False)["input_ids"]
+        assert [t for unit, tag in zip(units, tags) for t in unit[tag]] == expected
+
+
+def test_no_units_for_slow_tokenizers_or_empty_requests(tokenizer):
+    assert word_units(tokenizer, Request((), ("x",), 1)) is None
+
+    class Slow:
+        is_fast = False
+
+    assert word_units(Slow(), Request(("a",), ("x",), 1)) is None
+
+
+def test_copy_state_walks_the_units():
+    units = [{"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5)}, {"O": (6,), "B-x": (7,), "I-x": (8,)}]
+    state = CopyState(units)
+    assert state.allowed() == [1] and state.draft() == [1, 2, 6]
+    state.step(1)
+    assert state.allowed() == [2, 3]
+    state.step(3)
+    assert state.allowed() == [4, 5] and state.draft() == [4, 6]
+    state.step(5)
+    assert state.tags == ["I-x"] and state.allowed() == [6, 7, 8]
+    state.step(7)
+    assert state.done and state.tags == ["I-x", "B-x"] and state.allowed() == []
+    with pytest.raises(ValueError):
+        CopyState(units).step(9)
+
+
+def _random_model(directory, kind):
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    tokenizer = train_tokenizer(directory, kind)
+    torch.manual_seed(1)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    if kind == "t5":
+        config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2,
+                          num_heads=4, decoder_start_token_id=tokenizer.pad_token_id, **ids)
+        model = T5ForConditionalGeneration(config)
+    else:
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **ids)
+        model = LlamaForCausalLM(config)
+    tokenizer.padding_side = "right" if kind == "t5" else "left"
+    return model.eval(), tokenizer
+
+
+def _constrained_greedy(model, tokenizer, prompt_ids, units):
+    """The reference: step-by-step greedy `generate`, masked to the allowed tokens."""
+    seq2seq = model.config.is_encoder_decoder
+    constraint = copy_constraint([units], [1 if seq2seq else len(prompt_ids)], tokenizer.eos_token_id, 1)
+    n_tokens = sum(len(unit["O"]) for unit in units)
+    output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n_tokens * 3 + 2, do_sample=False,
+                            prefix_allowed_tokens_fn=constraint, pad_token_id=tokenizer.pad_token_id)
+    state = CopyState(units)
+    for token in output[0, 1 if seq2seq else len(prompt_ids):].tolist():
+        if state.done:
+            break
+        state.step(token)
+    return state.tags
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+def test_draft_and_verify_equals_constrained_greedy_search(kind, tmp_path):
+    model, tokenizer = _random_model(tmp_path, kind)
+    requests = [Request(tuple(words), tuple(LABELS) + ("band",), 100) for words in SENTENCES]
+    prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
+    units = [word_units(tokenizer, r) for r in requests]
+    expected = [_constrained_greedy(model, tokenizer, p, u) for p, u in zip(prompts, units)]
+    assert any(tag != "O" for tags in expected for tag in tags)  # a random model tags things
+    batched = copy_decode(model, prompts, units, tokenizer.pad_token_id)
+    assert batched == expected
+    assert [copy_decode(model, [p], [u], tokenizer.pad_token_id)[0] for p, u in zip(prompts, units)] == expected
+    assert all(len(tags) == len(r.words) for tags, r in zip(batched, requests))
