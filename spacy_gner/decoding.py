@@ -7,10 +7,11 @@ the copy constraint the model may only choose, for each word in turn, among the 
 valid tags.
 
 Draft and verify: the rest of the output is drafted with every remaining word tagged `O`,
-one forward pass (reusing the KV cache of the accepted prefix) scores the whole draft, the
-draft is accepted up to the first token where the model's best allowed token differs, that
-token is taken instead, and drafting starts again from there. The result is what greedy
-decoding restricted to the allowed tokens gives, in about one forward pass per entity.
+one forward pass (reusing the KV cache of the accepted prefix) scores the draft, the draft is
+accepted up to the first token where the model's best allowed token differs, that token is
+taken instead, and drafting starts again from there. The result is what greedy decoding
+restricted to the allowed tokens gives, in a few forward passes per entity instead of one
+per token.
 """
 from bisect import bisect_right
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -80,14 +81,24 @@ class CopyState:
         unit = self.units[self.word]
         return sorted({unit[tag][self.position] for tag in self.alive})
 
+    def guess(self) -> str:
+        """The likeliest tag still possible for the current word: O, else the type of the
+        word before (an entity's next word), else the first."""
+        if "O" in self.alive:
+            return "O"
+        previous = self.tags[-1][2:] if self.tags else ""
+        for tag in (f"I-{previous}", f"B-{previous}"):
+            if tag in self.alive:
+                return tag
+        return self.alive[0]
+
     def draft(self) -> List[int]:
-        """The rest of the output with the current word finished as cheaply as possible
-        (its `O` unit when still possible) and every later word tagged `O`."""
+        """The rest of the output: the current word finished with its likeliest tag, every
+        later word tagged `O`."""
         if self.done:
             return []
         unit = self.units[self.word]
-        tag = "O" if "O" in self.alive else self.alive[0]
-        tokens = list(unit[tag][self.position :])
+        tokens = list(unit[self.guess()][self.position :])
         for later in self.units[self.word + 1 :]:
             tokens.extend(later["O"])
         return tokens
@@ -113,81 +124,120 @@ def _choose(logits: torch.Tensor, allowed: List[int]) -> int:
     return allowed[int(torch.argmax(logits[allowed]))]
 
 
-def copy_decode(model: Any, prompts: Sequence[Sequence[int]], units: Sequence[Units], pad_id: int) -> List[List[str]]:
-    """Greedy decoding under the copy constraint, by draft and verify; the tags chosen for
-    each prompt's words. `prompts` are token ids (causal models continue them, seq2seq
-    models encode them)."""
+def _self_attention(cache: Any) -> DynamicCache:
+    return cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+
+
+def _keep(cache: Any, index: torch.Tensor) -> None:
+    """Keep, for each row, the cache positions in `index` (rows × new length)."""
+    layers = _self_attention(cache)
+    for store in (layers.key_cache, layers.value_cache):
+        for layer, states in enumerate(store):
+            gather = index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+            store[layer] = states.gather(2, gather)
+    layers._seen_tokens = index.shape[1]
+
+
+def copy_decode(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    units: Sequence[Units],
+    pad_id: int,
+    draft_tokens: int = 64,
+) -> List[List[str]]:
+    """Greedy decoding under the copy constraint, by draft and verify: the tags chosen for
+    each prompt's words. `prompts` are token ids (causal models continue them, seq2seq models
+    encode them); drafts are at most `draft_tokens` long.
+
+    Rows of a batch advance at their own pace: after each pass, every row keeps its accepted
+    tokens' keys and values and the cache is re-aligned to the right (masked padding on the
+    left), so nothing is computed twice. Relative positions stay exact under the shift.
+    """
     states = [CopyState(u) for u in units]
     active = [i for i, state in enumerate(states) if not state.done]
-    if not active:
-        return [state.tags for state in states]
     seq2seq = model.config.is_encoder_decoder
     device = model.device
-    width = max(len(prompts[i]) for i in active)
+    if not active:
+        return [state.tags for state in states]
     if seq2seq:
+        width = max(len(prompts[i]) for i in active)
         encoder_ids = torch.full((len(active), width), pad_id, dtype=torch.long)
+        encoder_mask = torch.zeros((len(active), width), dtype=torch.long)
         for row, i in enumerate(active):
             encoder_ids[row, : len(prompts[i])] = torch.tensor(prompts[i])
-        encoder_mask = (torch.arange(width)[None, :] < torch.tensor([len(prompts[i]) for i in active])[:, None]).long()
+            encoder_mask[row, : len(prompts[i])] = 1
         encoder_ids, encoder_mask = encoder_ids.to(device), encoder_mask.to(device)
-        encoder_outputs = model.get_encoder()(input_ids=encoder_ids, attention_mask=encoder_mask)
-        start = model.config.decoder_start_token_id
-        prefixes = {i: [start] for i in active}
-        pads = {i: 0 for i in active}
+        with torch.inference_mode():
+            encoder_outputs = model.get_encoder()(input_ids=encoder_ids, attention_mask=encoder_mask)
+        pending = {i: [model.config.decoder_start_token_id] for i in active}
         cache: Any = EncoderDecoderCache(DynamicCache(), DynamicCache())
     else:
-        prefixes = {i: [pad_id] * (width - len(prompts[i])) + list(prompts[i]) for i in active}
-        pads = {i: width - len(prompts[i]) for i in active}
+        pending = {i: list(prompts[i]) for i in active}
         cache = DynamicCache()
-    committed = 0
+    cached = {i: 0 for i in active}  # real positions in the cache, right-aligned
+    width = 0
     with torch.inference_mode():
         while active:
-            sequences = {i: prefixes[i] + states[i].tokens for i in active}
-            drafts = {i: states[i].draft() for i in active}
-            feeds = [sequences[i][committed:] + drafts[i] for i in active]
+            drafts = {i: states[i].draft()[:draft_tokens] for i in active}
+            feeds = [pending[i] + drafts[i] for i in active]
             length = max(len(feed) for feed in feeds)
-            input_ids = torch.tensor([feed + [pad_id] * (length - len(feed)) for feed in feeds], device=device)
+            input_ids = torch.full((len(active), length), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(active), width + length), dtype=torch.long)
+            for row, (i, feed) in enumerate(zip(active, feeds)):
+                input_ids[row, : len(feed)] = torch.tensor(feed)
+                mask[row, width - cached[i] : width + len(feed)] = 1
             if seq2seq:
                 logits = model(
                     encoder_outputs=encoder_outputs,
                     attention_mask=encoder_mask,
-                    decoder_input_ids=input_ids,
+                    decoder_input_ids=input_ids.to(device),
+                    decoder_attention_mask=mask.to(device),
                     past_key_values=cache,
                     use_cache=True,
                 ).logits
             else:
-                total = committed + length
-                mask = torch.ones((len(active), total), dtype=torch.long)
-                for row, i in enumerate(active):
-                    mask[row, : pads[i]] = 0
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, committed:]
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
                 logits = model(
-                    input_ids=input_ids,
+                    input_ids=input_ids.to(device),
                     attention_mask=mask.to(device),
                     position_ids=positions.to(device),
                     past_key_values=cache,
                     use_cache=True,
                 ).logits
+            kept_rows, kept_positions = [], []
             for row, i in enumerate(active):
-                state = states[i]
-                first = len(sequences[i]) - 1 - committed  # logits that predict the draft's first token
-                for j, token in enumerate(drafts[i]):
-                    choice = _choose(logits[row, first + j], state.allowed())
+                state, draft = states[i], drafts[i]
+                first = len(pending[i]) - 1  # the logits that predict the draft's first token
+                accepted = 0
+                for token in draft:
+                    choice = _choose(logits[row, first + accepted], state.allowed())
                     state.step(choice)
                     if choice != token:
                         break
-            keep = [row for row, i in enumerate(active) if not states[i].done]
-            active = [active[row] for row in keep]
-            if not active:
+                    accepted += 1
+                else:  # the whole draft holds: the logits after it give one more token
+                    if not state.done:
+                        state.step(_choose(logits[row, first + accepted], state.allowed()))
+                if state.done:
+                    continue
+                kept_rows.append(row)
+                kept_positions.append(
+                    list(range(width - cached[i], width + len(pending[i]) + accepted))
+                )
+                cached[i] = len(kept_positions[-1])
+                pending[i] = [state.tokens[-1]]
+            if not kept_rows:
                 break
-            committed = min(len(prefixes[i]) + len(states[i].tokens) - 1 for i in active)
-            cache.crop(committed)
-            if len(keep) < len(feeds):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
+            rows = torch.tensor(kept_rows, device=device)
+            if len(kept_rows) < len(active):
+                cache.batch_select_indices(rows)
                 if seq2seq:
-                    encoder_mask = encoder_mask[index]
-                    encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state[index]
+                    encoder_mask = encoder_mask[rows]
+                    encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state[rows]
+            active = [active[row] for row in kept_rows]
+            width = max(len(p) for p in kept_positions)
+            index = torch.tensor([[0] * (width - len(p)) + p for p in kept_positions], device=device)
+            _keep(cache, index)
     return [state.tags for state in states]
 
 

@@ -102,3 +102,13 @@ def test_draft_and_verify_equals_constrained_greedy_search(kind, tmp_path):
     assert batched == expected
     assert [copy_decode(model, [p], [u], tokenizer.pad_token_id)[0] for p, u in zip(prompts, units)] == expected
     assert all(len(tags) == len(r.words) for tags, r in zip(batched, requests))
+
+
+def test_draft_continues_an_entity_with_its_type():
+    unit = {"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5), "B-y": (1, 3, 6), "I-y": (1, 3, 7)}
+    state = CopyState([unit, unit])
+    for token in (1, 3, 6, 1):
+        state.step(token)
+    assert state.tags == ["B-y"] and state.guess() == "O"
+    state.step(3)
+    assert state.guess() == "I-y" and state.draft() == [7]
