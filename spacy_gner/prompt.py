@@ -1,6 +1,6 @@
 """The GNER instruction prompt and target strings, byte-identical to the reference."""
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 INSTRUCTION = (
     "Please analyze the sentence provided, identifying the type of entity for each word "
@@ -48,6 +48,21 @@ def format_prompt(prompt: str, prompt_format: str, tokenizer: Optional[Any] = No
         messages = [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"Unknown prompt_format {prompt_format!r}: expected one of {PROMPT_FORMATS}")
+
+
+def encode_prompts(
+    tokenizer: Any, prompts: Sequence[str], prompt_format: Optional[str]
+) -> List[List[int]]:
+    """The token ids a model reads for prompts, in training and inference alike.
+
+    Seq2seq models (`prompt_format` None) read the bare prompt; decoder-only models the
+    prompt wrapped by `format_prompt`. Special tokens are added, except to chat templates,
+    which hold their own.
+    """
+    if prompt_format is None:
+        return tokenizer(list(prompts))["input_ids"]
+    texts = [format_prompt(prompt, prompt_format, tokenizer) for prompt in prompts]
+    return tokenizer(texts, add_special_tokens=prompt_format != "chat_template")["input_ids"]
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,17 @@ def test_generation_batched_equals_one_at_a_time(model, copy_aware, request):
 
 def test_llama_prompt_format(tiny_llama):
     generator = HFGenerator(tiny_llama, device="cpu")
-    assert generator.model_input("P") == "[INST] P [/INST]"
-    assert HFGenerator(tiny_llama, prompt_format="plain").model_input("P") == "P"
+    tokenizer = generator.tokenizer
+    assert generator.encode(["P"]) == tokenizer(["[INST] P [/INST]"])["input_ids"]
+    assert generator.encode(["P"])[0][0] == tokenizer.bos_token_id
+    assert HFGenerator(tiny_llama, prompt_format="plain").encode(["P"]) == tokenizer(["P"])["input_ids"]
     with pytest.raises(ValueError, match="chat template"):
         HFGenerator(tiny_llama, prompt_format="chat_template")([REQUEST])
 
 
 def test_seq2seq_models_get_the_bare_prompt(tiny_t5):
-    assert HFGenerator(tiny_t5).model_input("P") == "P"
+    generator = HFGenerator(tiny_t5, prompt_format="inst")
+    assert generator.encode(["P"]) == generator.tokenizer(["P"])["input_ids"]
 
 
 @pytest.mark.parametrize("copy_aware", [True, False])
