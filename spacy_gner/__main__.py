@@ -16,6 +16,7 @@ from typing import List, Optional
 import spacy
 
 from .component import DEFAULT_CONFIG, RAW_OUTPUT_KEY
+from .models import resolve_model
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -28,11 +29,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--raw", action="store_true", help="also print the generated text")
     args = parser.parse_args(argv)
 
-    model = args.model
-    if model == "smollm2":
-        from .models import smollm2_path
-
-        model = str(smollm2_path())
+    model = resolve_model(args.model)
     if args.base:
         nlp = spacy.load(args.base)
     else:

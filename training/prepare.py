@@ -164,17 +164,22 @@ def write_gner_jsonl(records: Iterable[Record], path: PathLike) -> int:
     return count
 
 
+def record_doc(record: Record, vocab: Vocab) -> Doc:
+    """A Doc of the record's words joined by spaces, with its entities. spaCy has no empty
+    tokens, so an empty word becomes a whitespace token."""
+    words = [word or " " for word in record.words]
+    doc = Doc(vocab, words=words, spaces=[i < len(words) - 1 for i in range(len(words))])
+    doc.ents = [Span(doc, start, end, label) for start, end, label in bio_to_spans(record.tags)]
+    return doc
+
+
 def write_docbin(records: Iterable[Record], path: PathLike) -> int:
-    """Write records as a .spacy DocBin with their entities, words joined by spaces; return how
-    many. spaCy has no empty tokens, so an empty word becomes a whitespace token."""
+    """Write records as a .spacy DocBin of `record_doc`s; return how many."""
     vocab = Vocab()
     doc_bin = DocBin()
     for record in records:
         _check(record)
-        words = [word or " " for word in record.words]
-        doc = Doc(vocab, words=words, spaces=[i < len(words) - 1 for i in range(len(words))])
-        doc.ents = [Span(doc, start, end, label) for start, end, label in bio_to_spans(record.tags)]
-        doc_bin.add(doc)
+        doc_bin.add(record_doc(record, vocab))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     doc_bin.to_disk(path)
     return len(doc_bin)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Container, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from spacy.language import Language
-from spacy.tokens import DocBin
+from spacy.tokens import DocBin, Token
 from spacy.vocab import Vocab
 
 from spacy_gner.output import repair_bio
@@ -371,6 +371,11 @@ def read_open_type(
 # --- spaCy DocBin -------------------------------------------------------------------------
 
 
+def bio_tags(tokens: Iterable[Token]) -> List[str]:
+    """The BIO tags of the tokens' entities."""
+    return [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in tokens]
+
+
 def read_docbin(
     path: PathLike,
     nlp_or_vocab: Union[Language, Vocab, None] = None,
@@ -386,7 +391,7 @@ def read_docbin(
         labels = sorted({ent.label_ for doc in docs for ent in doc.ents})
     for index, doc in enumerate(docs):
         tokens = [token for token in doc if not token.text.isspace()]
-        tags = [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_iob_ in ("B", "I") else "O" for t in tokens]
+        tags = bio_tags(tokens)
         words = [token.text for token in tokens]
         record = Record(words, tags, list(labels), dataset or Path(path).stem, str(index), split)
         yield _checked(record, Location(Path(path), item=index + 1))

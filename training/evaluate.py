@@ -1,0 +1,182 @@
+"""Evaluate `gner` pipelines (or Hugging Face model directories) on NER test sets.
+
+    python -m training.evaluate training/pipelines/gner-default --data assets/crossner
+    python -m training.evaluate smollm2 MODEL_DIR --name base --name fine-tuned \\
+        --data assets/crossner/crossner_ai test.jsonl --limit 50 --output metrics.json
+
+Data: BIO dataset directories in the GNER layout (`<split>.txt` + `label.txt`), directories of
+them, or GNER .jsonl files. Each dataset's sentences go through the whole pipeline, its gner
+component offered that dataset's types. Scores per dataset and as the unweighted average over
+datasets: the GNER paper's F1 (`spacy_gner.metrics.paper_f1`) and spaCy's exact-span P/R/F
+with per-type scores. Written: a metrics JSON and markdown tables laid out as the paper's
+Table 2 (a row per model, a column per dataset, then the average).
+"""
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import spacy
+from spacy.language import Language
+from spacy.scorer import Scorer
+from spacy.tokens import Doc
+from spacy.training import Example
+
+from spacy_gner import GNER
+from spacy_gner.metrics import paper_f1
+from spacy_gner.prompt import PROMPT_FORMATS
+
+from .package import build_pipeline
+from .prepare import cap_per_dataset, dataset_types, record_doc
+from .readers import bio_tags, dataset_dirs, read_bio_dir, read_gner_jsonl
+from .records import Record
+
+METRICS = {"paper": "GNER paper F1", "spacy": "spaCy exact-span F1"}
+Dataset = Tuple[str, List[str], List[Record]]  # (name, types, sentences)
+Scores = Dict[str, Any]
+
+
+def load_datasets(
+    paths: Sequence[Path], split: str = "test", limit: Optional[int] = None, seed: int = 0
+) -> List[Dataset]:
+    """The datasets of BIO directories (or directories of them) and GNER .jsonl files, each
+    cut to a seeded sample of `limit` sentences; types are those the dataset offers."""
+    records: List[Record] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            for directory in dataset_dirs(path):
+                records.extend(read_bio_dir(directory, split))
+        else:
+            records.extend(read_gner_jsonl(path))
+    if limit is not None:
+        records = cap_per_dataset(records, limit, seed)
+    return [(name, labels, [r for r in records if r.dataset == name])
+            for name, labels in dataset_types(records).items()]
+
+
+def load_pipeline(model: str, device: str = "auto", prompt_format: str = "inst") -> Language:
+    """A saved pipeline directory as it is, or a model (directory, Hub name, "smollm2")
+    packaged on the fly with `build_pipeline`."""
+    if (Path(model) / "config.cfg").is_file():
+        config = spacy.util.load_config(Path(model) / "config.cfg")
+        overrides = {f"components.{name}.device": device
+                     for name, component in config["components"].items()
+                     if component.get("factory") == "gner"}
+        return spacy.load(model, config=overrides)
+    return build_pipeline(model, device=device, prompt_format=prompt_format)
+
+
+def gner_component(nlp: Language) -> GNER:
+    found = [pipe for _, pipe in nlp.pipeline if isinstance(pipe, GNER)]
+    if len(found) != 1:
+        raise ValueError(f"expected one gner component, found {len(found)}")
+    return found[0]
+
+
+def predict(nlp: Language, labels: Sequence[str], records: Sequence[Record]) -> List[Example]:
+    """(predicted, gold) Examples of the records, predicted by the whole pipeline with its
+    gner component offered `labels`."""
+    gner_component(nlp).initialize(lambda: [], nlp=nlp, labels=list(labels))
+    golds = [record_doc(record, nlp.vocab) for record in records]
+    inputs = [Doc(nlp.vocab, words=[t.text for t in gold],
+                  spaces=[bool(t.whitespace_) for t in gold]) for gold in golds]
+    return [Example(pred, gold) for pred, gold in zip(nlp.pipe(inputs), golds)]
+
+
+def score(examples: Sequence[Example]) -> Scores:
+    """Both metrics of predicted Examples, as fractions."""
+    paper = paper_f1(([t.text for t in eg.reference], bio_tags(eg.reference),
+                      bio_tags(eg.predicted)) for eg in examples)
+    spans = Scorer.score_spans(examples, "ents")
+    per_type = {label: {"precision": s["p"], "recall": s["r"], "f1": s["f"]}
+                for label, s in (spans["ents_per_type"] or {}).items()}
+    spacy_scores = {"precision": spans["ents_p"] or 0.0, "recall": spans["ents_r"] or 0.0,
+                    "f1": spans["ents_f"] or 0.0, "per_type": per_type}
+    return {"sentences": len(examples), "paper": paper, "spacy": spacy_scores}
+
+
+def average(per_dataset: Dict[str, Scores]) -> Scores:
+    """The unweighted mean over datasets of each metric's precision, recall and F1."""
+    count = len(per_dataset)
+    return {metric: {key: sum(s[metric][key] for s in per_dataset.values()) / count
+                     for key in ("precision", "recall", "f1")}
+            for metric in METRICS} if count else {}
+
+
+def evaluate(
+    models: Dict[str, str], datasets: Sequence[Dataset], device: str = "auto",
+    prompt_format: str = "inst",
+) -> Scores:
+    """{model name: {"model", "datasets": {name: scores}, "average"}} for each named model."""
+    results = {}
+    for name, model in models.items():
+        nlp = load_pipeline(model, device, prompt_format)
+        per_dataset = {dataset: score(predict(nlp, labels, records))
+                       for dataset, labels, records in datasets}
+        results[name] = {"model": model, "datasets": per_dataset, "average": average(per_dataset)}
+    return results
+
+
+def markdown_table(results: Scores, metric: str) -> str:
+    """F1 (x 100) of `metric` per model and dataset, then the average, as Table 2 lays it out."""
+    datasets = list(dict.fromkeys(d for r in results.values() for d in r["datasets"]))
+    lines = ["| Model | " + " | ".join(datasets) + " | Average |",
+             "| --- |" + " ---: |" * (len(datasets) + 1)]
+    for name, result in results.items():
+        cells = [result["datasets"].get(d, {}).get(metric) for d in datasets]
+        cells.append(result["average"].get(metric))
+        lines.append(f"| {name} | " + " | ".join(
+            "-" if cell is None else f"{100 * cell['f1']:.1f}" for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(results: Scores) -> str:
+    """A table per metric, each under its heading."""
+    return "\n\n".join(f"### {title}\n\n{markdown_table(results, metric)}"
+                       for metric, title in METRICS.items()) + "\n"
+
+
+def model_names(models: Sequence[str], names: Sequence[str]) -> Dict[str, str]:
+    """{name: model}: the given names in order, else the directory (or model) names."""
+    if names and len(names) != len(models):
+        raise SystemExit(f"{len(names)} --name for {len(models)} models")
+    names = names or [Path(model).name for model in models]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"model names must differ: {names}; give each a --name")
+    return dict(zip(names, models))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate",
+                                     description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("models", nargs="+", help="pipeline directories, or model directories / Hub names / "
+        "'smollm2' to package on the fly")
+    add("--data", nargs="+", required=True, type=Path,
+        help="BIO dataset directories (or directories of them) or GNER .jsonl files")
+    add("--name", action="append", default=[], help="a model's name in the tables, once per "
+        "model in order (default: the directory names)")
+    add("--split", default="test", help="the split file of BIO directories (default: test)")
+    add("--limit", type=int, help="at most N sentences per dataset (a seeded sample)")
+    add("--seed", type=int, default=0, help="seed of the --limit sample (default: 0)")
+    add("--device", default="auto", help="gner device: auto, cpu, cuda, cuda:1, ...")
+    add("--prompt-format", default="inst", choices=PROMPT_FORMATS,
+        help="models packaged on the fly: the prompt wrapping of causal models")
+    add("--output", type=Path, help="write the metrics JSON here")
+    add("--markdown", type=Path, help="write the markdown tables here")
+    args = parser.parse_args(argv)
+
+    models = model_names(args.models, args.name)
+    datasets = load_datasets(args.data, args.split, args.limit, args.seed)
+    results = evaluate(models, datasets, args.device, args.prompt_format)
+    report = markdown_report(results)
+    print(report)
+    for path, text in ((args.output, json.dumps(results, indent=2) + "\n"),
+                       (args.markdown, report)):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Turn a fine-tuned Hugging Face model directory into a spaCy pipeline directory.
+
+    python -m training.package MODEL_DIR OUTPUT_DIR --labels person location
+    python -m training.package MODEL_DIR OUTPUT_DIR --labels person --base en_core_web_sm
+
+The pipeline is a blank English one with a sentencizer (or the `--base` pipeline) and a `gner`
+component on MODEL_DIR. Its weights and tokenizer are written inside OUTPUT_DIR/gner/model
+(MODEL_DIR's training checkpoints are not), so `spacy.load(OUTPUT_DIR)` needs nothing else.
+"""
+import argparse
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import spacy
+from spacy.language import Language
+
+from spacy_gner.models import resolve_model
+from spacy_gner.prompt import PROMPT_FORMATS
+
+DEFAULT_META = {"name": "gner_default", "version": "0.0.0"}
+
+
+def build_pipeline(
+    model: str,
+    labels: Sequence[str] = (),
+    *,
+    base: Optional[str] = None,
+    prompt_format: str = "inst",
+    device: str = "auto",
+) -> Language:
+    """A pipeline (blank `en` + sentencizer, or `base`) ending in `gner` on `model`; nothing
+    is loaded until `nlp.initialize()` or first use."""
+    if base:
+        nlp = spacy.load(base)
+    else:
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sentencizer")
+    config = {"model": resolve_model(model), "labels": list(labels),
+              "prompt_format": prompt_format, "device": device}
+    nlp.add_pipe("gner", config=config)
+    return nlp
+
+
+def package(
+    model: str,
+    output_dir: Path,
+    labels: Sequence[str],
+    *,
+    base: Optional[str] = None,
+    prompt_format: str = "inst",
+    meta: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Write the pipeline of `build_pipeline`, with the model's weights, to `output_dir`."""
+    nlp = build_pipeline(model, labels, base=base, prompt_format=prompt_format)
+    # Only gner: initialising the whole pipeline would reset a base pipeline's trained weights
+    nlp.get_pipe("gner").initialize(lambda: [], nlp=nlp)  # loads the weights `to_disk` saves
+    defaults = {**DEFAULT_META, "description": f"Generative NER (GNER) with the model {model}"}
+    nlp.meta.update({**defaults, **(meta or {})})
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    nlp.to_disk(output_dir)
+    return output_dir
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.package",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("model", help="fine-tuned model directory (or Hub name, or 'smollm2')")
+    parser.add_argument("output_dir", type=Path, help="the pipeline directory to write")
+    parser.add_argument("--labels", nargs="+", required=True, help="entity types, e.g. person")
+    parser.add_argument("--base", help="a spaCy pipeline to add gner to "
+                        "(default: blank en + sentencizer)")
+    parser.add_argument("--prompt-format", default="inst", choices=PROMPT_FORMATS,
+                        help="causal models: the prompt wrapping they were fine-tuned with")
+    parser.add_argument("--name", default=DEFAULT_META["name"], help="meta name")
+    parser.add_argument("--version", default=DEFAULT_META["version"], help="meta version")
+    parser.add_argument("--description", help="meta description")
+    args = parser.parse_args(argv)
+    meta = {"name": args.name, "version": args.version}
+    if args.description:
+        meta["description"] = args.description
+    path = package(args.model, args.output_dir, args.labels, base=args.base,
+                   prompt_format=args.prompt_format, meta=meta)
+    print(f"wrote the pipeline to {path}")
+
+
+if __name__ == "__main__":
+    main()
