@@ -124,22 +124,27 @@ def memorise(model, tokenizer, kind: str, steps: int = 150) -> None:
     model.eval()
 
 
-def tiny_model(directory: Path, kind: str) -> Path:
+def random_model(tokenizer, kind: str, width: int = 64, seed: int = 0):
+    """A randomly initialised two-layer T5 or Llama of the given hidden width."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
-    tokenizer = train_tokenizer(directory, kind)
     ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     if kind == "t5":
-        config = T5Config(vocab_size=len(tokenizer), d_model=64, d_ff=128, d_kv=16, num_layers=2,
-                          num_heads=4, decoder_start_token_id=tokenizer.pad_token_id, **ids)
-        model = T5ForConditionalGeneration(config)
-    else:
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, **ids)
-        model = LlamaForCausalLM(config)
+        config = T5Config(vocab_size=len(tokenizer), d_model=width, d_ff=2 * width, d_kv=width // 4,
+                          num_layers=2, num_heads=4, decoder_start_token_id=tokenizer.pad_token_id, **ids)
+        return T5ForConditionalGeneration(config).eval()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, **ids)
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_model(directory: Path, kind: str) -> Path:
+    """A tiny model that has memorised the John / Tokyo example, saved in `directory`."""
+    tokenizer = train_tokenizer(directory, kind)
+    model = random_model(tokenizer, kind)
     memorise(model, tokenizer, kind)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -3,7 +3,7 @@ import random
 
 import pytest
 import torch
-from support import LABELS, train_tokenizer
+from support import LABELS, random_model, train_tokenizer
 
 from spacy_gner.decoding import CopyState, copy_constraint, copy_decode, word_units
 from spacy_gner.prompt import Request, build_target
@@ -58,21 +58,9 @@ def test_copy_state_walks_the_units():
 
 
 def _random_model(directory, kind):
-    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
-
     tokenizer = train_tokenizer(directory, kind)
-    torch.manual_seed(1)
-    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    if kind == "t5":
-        config = T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_layers=2,
-                          num_heads=4, decoder_start_token_id=tokenizer.pad_token_id, **ids)
-        model = T5ForConditionalGeneration(config)
-    else:
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, **ids)
-        model = LlamaForCausalLM(config)
     tokenizer.padding_side = "right" if kind == "t5" else "left"
-    return model.eval(), tokenizer
+    return random_model(tokenizer, kind, width=32, seed=1), tokenizer
 
 
 def _constrained_greedy(model, tokenizer, prompt_ids, units):
