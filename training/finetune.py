@@ -336,7 +336,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
-    finetune(build_parser().parse_args(argv))
+    try:
+        finetune(build_parser().parse_args(argv))
+    finally:
+        # Leave the process group cleanly, or a gloo rank can abort while the process exits.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
