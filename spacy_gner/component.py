@@ -27,7 +27,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import SimpleFrozenList, ensure_path, minibatch
 
-from .chunking import Chunk, EntitySpan, merge_chunk_entities, plan_chunks
+from .chunking import Chunk, merge_chunk_entities, plan_chunks
 from .matching import hierarchical_match
 from .output import bio_to_spans, extract
 from .prompt import Request

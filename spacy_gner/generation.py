@@ -1,7 +1,7 @@
 """Batched generation with a Hugging Face model: token-budget batches sorted by length."""
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Sequence, Union
 
 import torch
 
