@@ -118,6 +118,17 @@ class CopyState:
             self.alive = list(self.units[self.word]) if not self.done else []
 
 
+def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "torch.Tensor"]:
+    """`input_ids` and `attention_mask` tensors of token id rows padded to one width."""
+    width = max(len(row) for row in rows)
+    ids, mask = [], []
+    for row in rows:
+        fill = width - len(row)
+        ids.append([pad_id] * fill + list(row) if left else list(row) + [pad_id] * fill)
+        mask.append([0] * fill + [1] * len(row) if left else [1] * len(row) + [0] * fill)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
 def _choose(logits: torch.Tensor, allowed: List[int]) -> int:
     if len(allowed) == 1:
         return allowed[0]
@@ -160,15 +171,12 @@ def copy_decode(
     if not active:
         return [state.tags for state in states]
     if seq2seq:
-        width = max(len(prompts[i]) for i in active)
-        encoder_ids = torch.full((len(active), width), pad_id, dtype=torch.long)
-        encoder_mask = torch.zeros((len(active), width), dtype=torch.long)
-        for row, i in enumerate(active):
-            encoder_ids[row, : len(prompts[i])] = torch.tensor(prompts[i])
-            encoder_mask[row, : len(prompts[i])] = 1
-        encoder_ids, encoder_mask = encoder_ids.to(device), encoder_mask.to(device)
+        encoded = pad([prompts[i] for i in active], pad_id, left=False)
+        encoder_mask = encoded["attention_mask"].to(device)
         with torch.inference_mode():
-            encoder_outputs = model.get_encoder()(input_ids=encoder_ids, attention_mask=encoder_mask)
+            encoder_outputs = model.get_encoder()(
+                input_ids=encoded["input_ids"].to(device), attention_mask=encoder_mask
+            )
         pending = {i: [model.config.decoder_start_token_id] for i in active}
         cache: Any = EncoderDecoderCache(DynamicCache(), DynamicCache())
     else:
@@ -241,14 +249,19 @@ def copy_decode(
     return [state.tags for state in states]
 
 
-def copy_constraint(units: Sequence[Units], prefix_lengths: Sequence[int], eos_id: int, num_beams: int):
+def output_length(units: Units) -> int:
+    """The most tokens an output under the copy constraint can take."""
+    return sum(max(len(tokens) for tokens in unit.values()) for unit in units)
+
+
+def copy_constraint(units: Sequence[Units], prefix_length: int, eos_id: int):
     """A `prefix_allowed_tokens_fn` for `generate` (beam search) with the copy constraint:
-    the tokens after each prompt's prefix must spell its units, then end."""
+    the tokens after the first `prefix_length` of each sequence must spell its units, then end."""
 
     def allowed(batch_id: int, sequence: torch.Tensor) -> List[int]:
         state = CopyState(units[batch_id])
         try:
-            for token in sequence[prefix_lengths[batch_id] :].tolist():
+            for token in sequence[prefix_length:].tolist():
                 if state.done:
                     return [eos_id]
                 state.step(token)

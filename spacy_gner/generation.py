@@ -1,11 +1,11 @@
 """Batched generation with a Hugging Face model: token-budget batches sorted by length."""
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 import torch
 
-from .decoding import Units, copy_constraint, copy_decode, word_units
+from .decoding import Units, copy_constraint, copy_decode, output_length, pad, word_units
 from .models import load_model
 from .prompt import Request, build_target, encode_prompts
 
@@ -27,17 +27,6 @@ def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -
                 continue
         batches.append([i])
     return batches
-
-
-def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "torch.Tensor"]:
-    """`input_ids` and `attention_mask` tensors of token id rows padded to one width."""
-    width = max(len(row) for row in rows)
-    ids, mask = [], []
-    for row in rows:
-        fill = width - len(row)
-        ids.append([pad_id] * fill + list(row) if left else list(row) + [pad_id] * fill)
-        mask.append([0] * fill + [1] * len(row) if left else [1] * len(row) + [0] * fill)
-    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
 class HFGenerator:
@@ -110,10 +99,7 @@ class HFGenerator:
         tokenizer = self.tokenizer
         input_ids = self.encode([request.prompt for request in requests])
         units = [word_units(tokenizer, r) if self.copy_aware else None for r in requests]
-        new_tokens = [
-            sum(len(unit["O"]) for unit in u) + 1 if u else r.max_new_tokens
-            for r, u in zip(requests, units)
-        ]
+        new_tokens = [output_length(u) + 1 if u else r.max_new_tokens for r, u in zip(requests, units)]
         costs = [(len(ids) + new) * self.num_beams for ids, new in zip(input_ids, new_tokens)]
         outputs = [""] * len(requests)
         for batch in plan_batches(costs, self.batch_size, self.max_batch_tokens):
@@ -139,12 +125,9 @@ class HFGenerator:
         if self.num_beams == 1:
             tags = copy_decode(self.model, input_ids, units, self.tokenizer.pad_token_id)
             return [build_target(r.words, t) for r, t in zip(requests, tags)]
-        width = max(len(ids) for ids in input_ids)
-        prefix = 1 if self.model.config.is_encoder_decoder else width
-        constraint = copy_constraint(
-            units, [prefix] * len(units), self.tokenizer.eos_token_id, self.num_beams
-        )
-        limit = max(sum(len(unit["O"]) for unit in u) for u in units) * 2 + 8
+        prefix = 1 if self.model.config.is_encoder_decoder else max(len(ids) for ids in input_ids)
+        constraint = copy_constraint(units, prefix, self.tokenizer.eos_token_id)
+        limit = max(output_length(u) for u in units) + 1  # and the end of sequence
         return self._generate(input_ids, limit, prefix_allowed_tokens_fn=constraint)
 
     def _generate(self, input_ids: List[List[int]], max_new_tokens: int, **kwargs: Any) -> List[str]:

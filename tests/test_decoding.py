@@ -5,7 +5,7 @@ import pytest
 import torch
 from support import LABELS, random_model, train_tokenizer
 
-from spacy_gner.decoding import CopyState, copy_constraint, copy_decode, word_units
+from spacy_gner.decoding import CopyState, copy_constraint, copy_decode, pad, word_units
 from spacy_gner.prompt import Request, build_target
 
 SENTENCES = [
@@ -66,7 +66,7 @@ def _random_model(directory, kind):
 def _constrained_greedy(model, tokenizer, prompt_ids, units):
     """The reference: step-by-step greedy `generate`, masked to the allowed tokens."""
     seq2seq = model.config.is_encoder_decoder
-    constraint = copy_constraint([units], [1 if seq2seq else len(prompt_ids)], tokenizer.eos_token_id, 1)
+    constraint = copy_constraint([units], 1 if seq2seq else len(prompt_ids), tokenizer.eos_token_id)
     n_tokens = sum(len(unit["O"]) for unit in units)
     output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n_tokens * 3 + 2, do_sample=False,
                             prefix_allowed_tokens_fn=constraint, pad_token_id=tokenizer.pad_token_id)
@@ -100,3 +100,11 @@ def test_draft_continues_an_entity_with_its_type():
     assert state.tags == ["B-y"] and state.guess() == "O"
     state.step(3)
     assert state.guess() == "I-y" and state.draft() == [7]
+
+
+def test_pad_left_and_right():
+    left = pad([[1, 2, 3], [4]], 0, left=True)
+    assert left["input_ids"].tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    right = pad([[1, 2, 3], [4]], 0, left=False)
+    assert right["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]

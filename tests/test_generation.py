@@ -1,7 +1,7 @@
 import pytest
 from support import LABELS, TRAIN_WORDS
 
-from spacy_gner.generation import HFGenerator, pad, plan_batches
+from spacy_gner.generation import HFGenerator, plan_batches
 from spacy_gner.prompt import Request
 
 
@@ -13,14 +13,6 @@ def test_plan_batches_sorts_and_respects_both_limits():
     for batch in batches[1:]:
         assert len(batch) <= 2 and max(costs[i] for i in batch) * len(batch) <= 100
     assert plan_batches([], 4, 100) == []
-
-
-def test_pad_left_and_right():
-    left = pad([[1, 2, 3], [4]], 0, left=True)
-    assert left["input_ids"].tolist() == [[1, 2, 3], [0, 0, 4]]
-    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
-    right = pad([[1, 2, 3], [4]], 0, left=False)
-    assert right["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
 
 
 REQUEST = Request(tuple(TRAIN_WORDS), tuple(LABELS), 80)
