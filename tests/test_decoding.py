@@ -5,7 +5,7 @@ import pytest
 import torch
 from support import LABELS, random_model, train_tokenizer
 
-from spacy_gner.decoding import CopyState, copy_constraint, copy_decode, pad, word_units
+from spacy_gner.decoding import CopyState, Scores, copy_constraint, copy_decode, pad, word_units
 from spacy_gner.prompt import Request, build_target
 
 SENTENCES = [
@@ -44,11 +44,11 @@ def test_no_units_for_slow_tokenizers_or_empty_requests(tokenizer):
 def test_copy_state_walks_the_units():
     units = [{"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5)}, {"O": (6,), "B-x": (7,), "I-x": (8,)}]
     state = CopyState(units)
-    assert state.allowed() == [1] and state.draft() == [1, 2, 6]
+    assert state.allowed() == [1] and state.draft(10) == [1, 2, 6]
     state.step(1)
     assert state.allowed() == [2, 3]
     state.step(3)
-    assert state.allowed() == [4, 5] and state.draft() == [4, 6]
+    assert state.allowed() == [4, 5] and state.draft(10) == [4, 6]
     state.step(5)
     assert state.tags == ["I-x"] and state.allowed() == [6, 7, 8]
     state.step(7)
@@ -79,16 +79,18 @@ def _constrained_greedy(model, tokenizer, prompt_ids, units):
 
 
 @pytest.mark.parametrize("kind", ["t5", "llama"])
-def test_draft_and_verify_equals_constrained_greedy_search(kind, tmp_path):
+@pytest.mark.parametrize("draft_tokens", [3, 32])
+def test_draft_and_verify_equals_constrained_greedy_search(kind, draft_tokens, tmp_path):
     model, tokenizer = _random_model(tmp_path, kind)
     requests = [Request(tuple(words), tuple(LABELS) + ("band",), 100) for words in SENTENCES]
     prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
     units = [word_units(tokenizer, r) for r in requests]
     expected = [_constrained_greedy(model, tokenizer, p, u) for p, u in zip(prompts, units)]
     assert any(tag != "O" for tags in expected for tag in tags)  # a random model tags things
-    batched = copy_decode(model, prompts, units, tokenizer.pad_token_id)
+    batched = copy_decode(model, prompts, units, tokenizer.pad_token_id, draft_tokens)
     assert batched == expected
-    assert [copy_decode(model, [p], [u], tokenizer.pad_token_id)[0] for p, u in zip(prompts, units)] == expected
+    alone = [copy_decode(model, [p], [u], tokenizer.pad_token_id, draft_tokens)[0] for p, u in zip(prompts, units)]
+    assert alone == expected
     assert all(len(tags) == len(r.words) for tags, r in zip(batched, requests))
 
 
@@ -99,7 +101,46 @@ def test_draft_continues_an_entity_with_its_type():
         state.step(token)
     assert state.tags == ["B-y"] and state.guess() == "O"
     state.step(3)
-    assert state.guess() == "I-y" and state.draft() == [7]
+    assert state.guess() == "I-y" and state.draft(10) == [7]
+
+
+def _favouring(*tokens, vocabulary=8):
+    """Scores whose position k favours tokens[k]."""
+    logits = torch.zeros(len(tokens), vocabulary)
+    for position, token in enumerate(tokens):
+        logits[position, token] = 1.0
+    return Scores(logits, None)
+
+
+def test_a_rejected_draft_leaves_hints_for_the_words_after_it():
+    units = [{"O": (w, 2), "B-x": (w, 3, 4), "I-x": (w, 3, 5)} for w in (1, 6, 7)]
+    state = CopyState(units)
+    draft = state.draft(10)
+    assert draft == [1, 2, 6, 2, 7, 2]
+    # the model starts an entity at the first word and, further on, at the third
+    accepted = state.verify(draft, _favouring(1, 3, 6, 2, 7, 3, 0))
+    assert accepted == 1 and state.tokens == [1, 3]
+    assert state.hints == {1: ["O"], 2: ["B-x", "I-x"]}
+    assert state.draft(10) == [4, 6, 2, 7, 3, 4]
+    assert state.draft(3) == [4, 6, 2]
+
+
+def test_a_draft_that_holds_is_taken_whole_with_one_more_token():
+    units = [{"O": (w, 2), "B-x": (w, 3, 4), "I-x": (w, 3, 5)} for w in (1, 6)]
+    state = CopyState(units)
+    draft = state.draft(3)
+    assert state.verify(draft, _favouring(1, 2, 6, 3)) == 3
+    assert state.tokens == [1, 2, 6, 3] and state.tags == ["O"] and state.hints == {}
+
+
+def test_copy_decode_gives_the_output_layer_back(tmp_path):
+    model, tokenizer = _random_model(tmp_path, "llama")
+    head = model.get_output_embeddings()
+    request = Request(tuple(SENTENCES[0]), tuple(LABELS), 100)
+    prompt = tokenizer(request.prompt)["input_ids"]
+    copy_decode(model, [prompt], [word_units(tokenizer, request)], tokenizer.pad_token_id)
+    assert model.get_output_embeddings() is head
+    assert model(torch.tensor([prompt])).logits.shape[-1] == head.out_features
 
 
 def test_pad_left_and_right():

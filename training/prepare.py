@@ -199,7 +199,8 @@ def _parser() -> argparse.ArgumentParser:
         "them), GNER .jsonl, Pile-NER or open-type .json, .spacy files")
     add("--format", default="auto", choices=("auto",) + FORMATS,
         help="input format (default: from the path type, extension or keys)")
-    add("--split", default="train", help="the split file of BIO directories, and the split "
+    add("--split", action="append", dest="splits", metavar="SPLIT", help="the split file of BIO "
+        "directories (repeat to read several, e.g. --split train --split dev), and the split "
         "name of inputs without one (default: train)")
     add("--dataset", metavar="NAME", help="dataset name of BIO directories and of inputs "
         "whose format has none (default: the directory or file name)")
@@ -235,14 +236,21 @@ def _load_label_map(value: Optional[str]) -> Optional[LabelMap]:
 
 def _read_inputs(args: argparse.Namespace, stats: SpanStats) -> List[Record]:
     records: List[Record] = []
+    splits = args.splits or ["train"]
     for path in args.inputs:
         fmt = detect_format(path) if args.format == "auto" else args.format
-        paths = dataset_dirs(path) if fmt == "bio" else [path]
-        for each in paths:
-            if fmt == "bio" and each != path and not (each / f"{args.split}.txt").is_file():
-                print(f"skipped {each}: no {args.split}.txt")
-                continue
-            records.extend(read_records(each, fmt, args.split, args.dataset, stats))
+        if fmt != "bio":
+            if len(splits) > 1:
+                raise DataError(Location(path), f"several splits ({', '.join(splits)}) apply "
+                                "to BIO directories only; this input is one split")
+            records.extend(read_records(path, fmt, splits[0], args.dataset, stats))
+            continue
+        for each in dataset_dirs(path):
+            for split in splits:
+                if each != path and not (each / f"{split}.txt").is_file():
+                    print(f"skipped {each}: no {split}.txt")
+                    continue
+                records.extend(read_records(each, fmt, split, args.dataset, stats))
     return records
 
 

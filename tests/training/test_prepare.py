@@ -189,6 +189,14 @@ def test_cli_skips_bio_datasets_without_the_split(fixtures, capsys, tmp_path):
     assert out.splitlines()[-1].split() == ["total", "1", "0"]
 
 
+def test_cli_reads_several_splits_into_one_sample(fixtures, capsys, tmp_path):
+    main([str(fixtures / "bio"), "--split", "train", "--split", "dev", "--jsonl", str(tmp_path / "out.jsonl")])
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "4", "4"]
+    assert {r.split for r in read_gner_jsonl(tmp_path / "out.jsonl")} == {"train", "dev"}
+    with pytest.raises(SystemExit, match="pile_ner.json.*several splits"):
+        main([str(fixtures / "pile_ner.json"), "--split", "train", "--split", "dev"])
+
+
 def test_cli_label_map_file(fixtures, tmp_path):
     (tmp_path / "map.json").write_text(json.dumps({"person": "human", "event": None}))
     main([str(fixtures / "bio" / "tweets"), "--label-map", str(tmp_path / "map.json"),

@@ -44,8 +44,8 @@ def test_workflow_runs_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
                 lr=3e-3, finetune_args="--logging-steps 1")
     spacy_project("run", "all", ".", cwd=tmp_path)
 
-    assert len((tmp_path / "corpus" / "train.jsonl").read_text().splitlines()) == 4
-    assert (tmp_path / "corpus" / "dev.spacy").is_file()
+    assert len((tmp_path / "corpus" / "train.jsonl").read_text().splitlines()) == 6  # train + dev
+    assert (tmp_path / "corpus" / "test.spacy").is_file()
     assert (tmp_path / "training" / "models" / "gner-default" / "model.safetensors").is_file()
     pipeline = tmp_path / "training" / "pipelines" / "gner-default"
     nlp = spacy.load(pipeline)
