@@ -7,7 +7,7 @@ from .chunking import Chunk, merge_chunk_entities, plan_chunks
 from .component import GNER, make_gner, normalize_labels
 from .matching import back_tokenize, hierarchical_match
 from .output import bio_to_spans, extract, repair_bio
-from .prompt import INSTRUCTION, build_prompt, build_target, format_prompt
+from .prompt import INSTRUCTION, Request, build_prompt, build_target, format_prompt
 
 __version__ = "0.1.0"
 
@@ -27,4 +27,5 @@ __all__ = [
     "normalize_labels",
     "plan_chunks",
     "repair_bio",
+    "Request",
 ]

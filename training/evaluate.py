@@ -13,6 +13,7 @@ Table 2 (a row per model, a column per dataset, then the average).
 """
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -111,8 +112,13 @@ def evaluate(
     results = {}
     for name, model in models.items():
         nlp = load_pipeline(model, device, prompt_format)
-        per_dataset = {dataset: score(predict(nlp, labels, records))
-                       for dataset, labels, records in datasets}
+        per_dataset = {}
+        for dataset, labels, records in datasets:
+            start = time.perf_counter()
+            per_dataset[dataset] = scores = score(predict(nlp, labels, records))
+            print(f"{name} on {dataset}: {len(records)} sentences in "
+                  f"{time.perf_counter() - start:.0f} s, F1 {100 * scores['paper']['f1']:.1f}",
+                  flush=True)
         results[name] = {"model": model, "datasets": per_dataset, "average": average(per_dataset)}
     return results
 

@@ -1,6 +1,7 @@
 """training.evaluate: datasets, predictions through the pipeline, both metrics, averages and
 the Table 2 layout, with a scripted model."""
 import json
+import re
 
 import pytest
 import spacy
@@ -119,4 +120,7 @@ def test_command_line_writes_metrics_json_and_markdown(data, tmp_path, capsys):
     assert set(metrics["pipeline"]["average"]) == {"paper", "spacy"}
     table = markdown.read_text()
     assert "| Model | places | companies | Average |" in table
-    assert table.count("| pipeline |") == 2 and table in capsys.readouterr().out + "\n"
+    out = capsys.readouterr().out
+    assert table.count("| pipeline |") == 2 and table in out + "\n"
+    f1 = 100 * metrics["pipeline"]["datasets"]["places"]["paper"]["f1"]
+    assert re.search(rf"pipeline on places: 3 sentences in \d+ s, F1 {f1:.1f}\n", out)  # progress
