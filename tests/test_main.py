@@ -1,0 +1,49 @@
+"""The command line: texts in, one JSON line of entities per text out."""
+import io
+import json
+
+import pytest
+import spacy
+from support import LABELS, TRAIN_WORDS
+
+from spacy_gner.__main__ import main
+
+TEXT = " ".join(TRAIN_WORDS)
+
+
+@pytest.fixture
+def base(tmp_path):
+    """A blank pipeline without a sentencizer, so the text goes to the model whole."""
+    spacy.blank("en").to_disk(tmp_path / "base")
+    return str(tmp_path / "base")
+
+
+def _records(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_texts_from_the_arguments(tiny_t5, base, capsys):
+    main([TEXT, "--model", str(tiny_t5), "--labels", *LABELS, "--base", base, "--device", "cpu", "--raw"])
+    [record] = _records(capsys)
+    assert record["text"] == TEXT
+    assert [(e["text"], e["label"]) for e in record["ents"]][:3] == [
+        ("John", "person"), ("Tokyo", "location"), ("New York", "location")]
+    assert record["ents"][0] == {"start": 0, "end": 4, "label": "person", "text": "John"}
+    assert record["raw"][0].startswith("John(B-person) explored(O)")
+
+
+def test_texts_from_standard_input(tiny_t5, base, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{TEXT}\nMary visited Paris\n"))
+    main(["--model", str(tiny_t5), "--labels", *LABELS, "--base", base, "--device", "cpu"])
+    assert [r["text"] for r in _records(capsys)] == [TEXT, "Mary visited Paris"]
+
+
+def test_no_texts_at_a_terminal_is_an_error(capsys, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    with pytest.raises(SystemExit):
+        main(["--labels", "person", "John explored Tokyo."])  # the text went to --labels
+    assert "no texts: give them before the options" in capsys.readouterr().err
