@@ -271,7 +271,7 @@ def copy_decode(
         cache = DynamicCache()
     cached = {i: 0 for i in active}  # real positions in the cache, right-aligned
     width = 0
-    vocabulary = sorted({t for row in units for unit in row for piece in unit.values() for t in piece})
+    vocabulary = sorted({t for row in units for unit in row for ids in unit.values() for t in ids})
     with torch.inference_mode(), _output_head(model, vocabulary) as columns:
         while active:
             drafts = {i: states[i].draft(draft_tokens) for i in active}
@@ -300,11 +300,13 @@ def copy_decode(
                     past_key_values=cache,
                     use_cache=True,
                 ).logits
-            logits = logits.float().cpu()
+            # only the positions that score a draft (not a prompt's) go to the CPU
+            skipped = min(len(pending[i]) for i in active) - 1
+            logits = logits[:, skipped:].float().cpu()
             kept_rows, kept_positions = [], []
             for row, i in enumerate(active):
                 state, draft = states[i], drafts[i]
-                first = len(pending[i]) - 1  # the logits that predict the draft's first token
+                first = len(pending[i]) - 1 - skipped  # logits predicting the draft's first token
                 scores = Scores(logits[row, first : first + len(draft) + 1], columns)
                 accepted = state.verify(draft, scores)
                 if state.done:
