@@ -146,7 +146,7 @@ def read_examples(paths: Sequence[Path]) -> List[Example]:
     """(prompt, target) of every record of GNER JSON lines files."""
     examples = []
     for path in paths:
-        with open(path, encoding="utf8") as file:
+        with open(path, encoding="utf-8-sig") as file:
             for number, line in enumerate(file, 1):
                 if not line.strip():
                     continue

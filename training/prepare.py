@@ -17,8 +17,8 @@ from spacy.vocab import Vocab
 from spacy_gner.output import bio_to_spans
 from spacy_gner.prompt import build_prompt, build_target
 
-from .readers import FORMATS, DataError, Location, PathLike, SpanStats, dataset_dirs
-from .readers import detect_format, read_labels, read_records
+from .readers import ENCODING, FORMATS, DataError, Location, PathLike, SpanStats
+from .readers import detect_format, read_bio_dirs, read_labels, read_records
 from .records import Record
 
 LabelMap = Mapping[str, Optional[str]]
@@ -226,7 +226,7 @@ def _load_label_map(value: Optional[str]) -> Optional[LabelMap]:
         return None
     if value == "crossner":
         return CROSSNER_LABEL_MAP
-    label_map = json.loads(Path(value).read_text(encoding="utf-8"))
+    label_map = json.loads(Path(value).read_text(encoding=ENCODING))
     if not isinstance(label_map, dict) or not all(
         name is None or isinstance(name, str) for name in label_map.values()
     ):
@@ -239,18 +239,13 @@ def _read_inputs(args: argparse.Namespace, stats: SpanStats) -> List[Record]:
     splits = args.splits or ["train"]
     for path in args.inputs:
         fmt = detect_format(path) if args.format == "auto" else args.format
-        if fmt != "bio":
-            if len(splits) > 1:
-                raise DataError(Location(path), f"several splits ({', '.join(splits)}) apply "
-                                "to BIO directories only; this input is one split")
-            records.extend(read_records(path, fmt, splits[0], args.dataset, stats))
+        if fmt == "bio":
+            records.extend(read_bio_dirs(path, splits, args.dataset))
             continue
-        for each in dataset_dirs(path):
-            for split in splits:
-                if each != path and not (each / f"{split}.txt").is_file():
-                    print(f"skipped {each}: no {split}.txt")
-                    continue
-                records.extend(read_records(each, fmt, split, args.dataset, stats))
+        if len(splits) > 1:
+            raise DataError(Location(path), f"several splits ({', '.join(splits)}) apply "
+                            "to BIO directories only; this input is one split")
+        records.extend(read_records(path, fmt, splits[0], args.dataset, stats))
     return records
 
 

@@ -2,14 +2,28 @@
 
 Malformed input raises DataError naming the file and the 1-based line; nothing is dropped
 silently. Span-annotated formats (Pile-NER, open-type) report in a SpanStats what could not be
-turned into BIO tags.
+turned into BIO tags; tags repaired from IOB1 style are counted in a warning per file. Text
+files are read as UTF-8, with a byte order mark (BOM) at the start read as if absent.
 """
 import itertools
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Container, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Container,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from spacy.language import Language
 from spacy.tokens import DocBin, Token
@@ -26,6 +40,7 @@ _BIO_PREFIX = {"B": "B", "I": "I", "S": "B", "E": "I"}
 _QUESTION = re.compile(r"What describes (.+) in the text\?")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _MAX_EXAMPLES = 10
+ENCODING = "utf-8-sig"  # UTF-8; a byte order mark at the start is not part of the text
 
 
 @dataclass(frozen=True)
@@ -71,14 +86,29 @@ class SpanStats:
             self.examples.append(f"{kind}: {detail}")
 
 
-def _checked(record: Record, where: Location) -> Record:
-    """Validate a record (raising DataError) and repair IOB1-style leading I- tags."""
-    try:
-        record.validate()
-    except ValueError as error:
-        raise DataError(where, f"{record.dataset} {record.id}: {error}") from None
-    record.tags = repair_bio(record.tags)
-    return record
+class _Checker:
+    """Validates the records of one input file (raising DataError) and repairs IOB1-style
+    tags: an I- that begins an entity (after O, or after another type) becomes B-. Once the
+    file is read, `warn` reports how many tags were repaired."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = path
+        self.repaired = 0
+
+    def __call__(self, record: Record, where: Location) -> Record:
+        try:
+            record.validate()
+        except ValueError as error:
+            raise DataError(where, f"{record.dataset} {record.id}: {error}") from None
+        tags = repair_bio(record.tags)
+        self.repaired += sum(old != new for old, new in zip(record.tags, tags))
+        record.tags = tags
+        return record
+
+    def warn(self) -> None:
+        if self.repaired:
+            warnings.warn(f"{self.path}: {self.repaired} I- tags begin an entity (IOB1 style, "
+                          "or a change of type) and were read as B-", stacklevel=2)
 
 
 # --- BIO directories ----------------------------------------------------------------------
@@ -86,7 +116,7 @@ def _checked(record: Record, where: Location) -> Record:
 
 def read_labels(path: PathLike) -> List[str]:
     """Entity types of a label.txt, one per line, in file order."""
-    with open(path, encoding="utf-8") as file:
+    with open(path, encoding=ENCODING) as file:
         return [line.strip() for line in file if line.strip()]
 
 
@@ -108,6 +138,31 @@ def read_bio_dir(path: PathLike, split: str, dataset: Optional[str] = None) -> I
     yield from read_bio_file(directory / f"{split}.txt", labels, dataset or directory.name, split)
 
 
+def read_bio_dirs(
+    path: PathLike,
+    splits: Sequence[str],
+    dataset: Optional[str] = None,
+    report: Callable[[str], None] = print,
+) -> List[Record]:
+    """Sentences of each split of the dataset directories at `path` (see `dataset_dirs`).
+
+    A split file with no sentence is reported through `report`, and so is a dataset, inside a
+    folder of datasets, without the split file (a single dataset directory must have it).
+    """
+    records: List[Record] = []
+    for directory in dataset_dirs(path):
+        for split in splits:
+            file = directory / f"{split}.txt"
+            if directory != Path(path) and not file.is_file():
+                report(f"skipped {directory}: no {split}.txt")
+                continue
+            found = list(read_bio_dir(directory, split, dataset))
+            if not found:
+                report(f"skipped {file}: no sentences in it")
+            records.extend(found)
+    return records
+
+
 def read_bio_file(
     path: PathLike, labels: Sequence[str], dataset: str, split: str = ""
 ) -> Iterator[Record]:
@@ -116,9 +171,11 @@ def read_bio_file(
     `-DOCSTART-` lines end a sentence and are skipped. Words may be empty or whitespace.
     BIOES tags become BIO, and IOB1-style leading I- tags become B-. Ids count sentences from 0.
     """
+    checked = _Checker(path)
     for index, (line, words, tags) in enumerate(_bio_sentences(path, labels)):
         record = Record(words, tags, list(labels), dataset, str(index), split)
-        yield _checked(record, Location(Path(path), line))
+        yield checked(record, Location(Path(path), line))
+    checked.warn()
 
 
 def _bio_sentences(
@@ -128,7 +185,7 @@ def _bio_sentences(
     path = Path(path)
     allowed = set(labels)
     start, words, tags = 0, [], []
-    with open(path, encoding="utf-8", newline="\n") as file:
+    with open(path, encoding=ENCODING, newline="\n") as file:
         for number, line in enumerate(file, 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip() or line.startswith("-DOCSTART-"):
@@ -166,7 +223,7 @@ def _bio_tag(tag: str, labels: Container[str]) -> Optional[str]:
 def json_items(path: PathLike) -> Iterator[Tuple[Location, Any]]:
     """(location, item) for each item of a JSON array file or each line of a JSON-lines file."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=ENCODING)
     start = _JSON_SPACE.match(text).end()
     if text.startswith("[", start):
         yield from _array_items(path, text, start)
@@ -210,6 +267,7 @@ def read_gner_jsonl(path: PathLike) -> Iterator[Record]:
 
     A JSON-lines file or a JSON array; ids are the instances' ids.
     """
+    checked = _Checker(path)
     for where, item in json_items(path):
         try:
             instance = item["instance"]
@@ -223,7 +281,8 @@ def read_gner_jsonl(path: PathLike) -> Iterator[Record]:
             )
         except (KeyError, TypeError) as error:
             raise DataError(where, f"not a GNER record: missing or bad {error}") from None
-        yield _checked(record, where)
+        yield checked(record, where)
+    checked.warn()
 
 
 def _spans_to_tags(
@@ -259,6 +318,7 @@ def read_pile_ner(
     """
     stats = stats if stats is not None else SpanStats()
     dataset = dataset or Path(path).stem
+    checked = _Checker(path)
     pending: Optional[_Passage] = None
     for index, (where, item) in enumerate(json_items(path)):
         passage = _passage(where, item, str(index))
@@ -266,10 +326,11 @@ def read_pile_ner(
             pending.answers.extend(passage.answers)
             continue
         if pending:
-            yield _pile_ner_record(pending, dataset, split, stats)
+            yield checked(_pile_ner_record(pending, dataset, split, stats), pending.where)
         pending = passage
     if pending:
-        yield _pile_ner_record(pending, dataset, split, stats)
+        yield checked(_pile_ner_record(pending, dataset, split, stats), pending.where)
+    checked.warn()
 
 
 @dataclass
@@ -330,7 +391,7 @@ def _pile_ner_record(passage: _Passage, dataset: str, split: str, stats: SpanSta
             spans.extend((start, start + len(target), label) for start in starts)
     tags = _spans_to_tags(len(words), spans, stats, passage.where)
     labels = list(dict.fromkeys(label for label, _ in passage.answers))
-    return _checked(Record(words, tags, labels, dataset, passage.id, split), passage.where)
+    return Record(words, tags, labels, dataset, passage.id, split)
 
 
 def _occurrences(words: List[str], target: List[str]) -> List[int]:
@@ -351,6 +412,7 @@ def read_open_type(
     the types mentioned in each; overlapping mentions count in `stats`. Ids count from 0."""
     stats = stats if stats is not None else SpanStats()
     dataset = dataset or Path(path).stem
+    checked = _Checker(path)
     for index, (where, item) in enumerate(json_items(path)):
         try:
             words = list(item["tokenized_text"])
@@ -365,7 +427,8 @@ def read_open_type(
         tags = _spans_to_tags(len(words), spans, stats, where)
         labels = list(dict.fromkeys(label for _, _, label in entities))
         record = Record(words, tags, labels, dataset, str(item.get("id", index)), split)
-        yield _checked(record, where)
+        yield checked(record, where)
+    checked.warn()
 
 
 # --- spaCy DocBin -------------------------------------------------------------------------
@@ -389,12 +452,14 @@ def read_docbin(
     docs = list(DocBin().from_disk(path).get_docs(vocab if vocab is not None else Vocab()))
     if labels is None:
         labels = sorted({ent.label_ for doc in docs for ent in doc.ents})
+    checked = _Checker(path)
     for index, doc in enumerate(docs):
         tokens = [token for token in doc if not token.text.isspace()]
         tags = bio_tags(tokens)
         words = [token.text for token in tokens]
         record = Record(words, tags, list(labels), dataset or Path(path).stem, str(index), split)
-        yield _checked(record, Location(Path(path), item=index + 1))
+        yield checked(record, Location(Path(path), item=index + 1))
+    checked.warn()
 
 
 # --- any format ---------------------------------------------------------------------------
@@ -407,7 +472,7 @@ def detect_format(path: PathLike) -> str:
         return "bio"
     if path.suffix == ".spacy":
         return "docbin"
-    with open(path, encoding="utf-8") as file:
+    with open(path, encoding=ENCODING) as file:
         head = file.read(1 << 16)
     for key, fmt in (("conversations", "pile-ner"), ("tokenized_text", "open-type"),
                      ("instance", "gner")):

@@ -116,6 +116,9 @@ def test_examples_over_the_length_limits_are_left_out(tiny_t5, caplog):
 def test_read_examples_names_the_bad_line(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl")
     assert read_examples([path])[0] == (PROMPT, TARGET)
+    with_bom = tmp_path / "bom.jsonl"
+    with_bom.write_text("\ufeff" + path.read_text(encoding="utf8"), encoding="utf8")
+    assert read_examples([with_bom]) == read_examples([path])
     with open(path, "a", encoding="utf8") as file:
         file.write('{"instance": {"words": []}}\n')
     with pytest.raises(ValueError, match=r"train.jsonl, line 5"):

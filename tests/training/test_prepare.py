@@ -189,6 +189,25 @@ def test_cli_skips_bio_datasets_without_the_split(fixtures, capsys, tmp_path):
     assert out.splitlines()[-1].split() == ["total", "1", "0"]
 
 
+def test_cli_reports_bio_datasets_whose_split_is_empty(fixtures, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "label.txt").write_text("person\n")
+    (tmp_path / "empty" / "dev.txt").write_text("\n\n")
+    main([str(tmp_path), "--split", "dev"])
+    out = capsys.readouterr().out
+    assert f"skipped {tmp_path / 'empty' / 'dev.txt'}: no sentences in it" in out
+
+
+def test_cli_reads_label_maps_and_pools_with_a_byte_order_mark(fixtures, tmp_path):
+    (tmp_path / "map.json").write_text("\ufeff" + json.dumps({"person": "human"}), encoding="utf-8")
+    (tmp_path / "pool.txt").write_text("\ufeffanimal\n", encoding="utf-8")
+    main([str(fixtures / "bio" / "tweets"), "--label-map", str(tmp_path / "map.json"),
+          "--external", "1", "--external-pool", str(tmp_path / "pool.txt"),
+          "--jsonl", str(tmp_path / "out.jsonl")])
+    labels = {tuple(r.labels) for r in read_gner_jsonl(tmp_path / "out.jsonl")}
+    assert labels == {("human", "location", "event", "animal")}
+
+
 def test_cli_reads_several_splits_into_one_sample(fixtures, capsys, tmp_path):
     main([str(fixtures / "bio"), "--split", "train", "--split", "dev", "--jsonl", str(tmp_path / "out.jsonl")])
     assert capsys.readouterr().out.splitlines()[-1].split() == ["total", "4", "4"]

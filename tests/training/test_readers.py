@@ -13,6 +13,7 @@ from training.readers import (
     detect_format,
     json_items,
     read_bio_dir,
+    read_bio_dirs,
     read_docbin,
     read_gner_jsonl,
     read_open_type,
@@ -61,10 +62,51 @@ def test_bio_dir(fixtures):
 
 
 def test_bio_whitespace_and_empty_words_and_iob1(fixtures):
-    record = list(read_bio_dir(fixtures / "bio" / "tweets", "train"))[1]
+    path = fixtures / "bio" / "tweets" / "train.txt"
+    with pytest.warns(UserWarning, match=f"{path}: 2 I- tags begin an entity") as warned:
+        record = list(read_bio_dir(fixtures / "bio" / "tweets", "train"))[1]
+    assert len(warned) == 1  # one warning per file, with the count
     assert record.words == ["Floods", "in", "Puerto", "Rico", " ", "", "John"]
     # IOB1-style leading I- tags start entities
     assert record.tags == ["O", "O", "B-location", "I-location", "O", "O", "B-person"]
+
+
+def test_iob1_repairs_of_every_format_are_counted(tmp_path):
+    path = write(tmp_path / "toy.jsonl", gner_line(["Ada", "in", "Rome"], ["I-person", "O", "I-city"],
+                                                   ["city", "person"]) + "\n")
+    with pytest.warns(UserWarning, match="toy.jsonl: 2 I- tags"):
+        list(read_gner_jsonl(path))
+    bio = bio_dataset(tmp_path / "d", "Ada\tB-person\nLovelace\tI-location\n")
+    with pytest.warns(UserWarning, match="1 I- tags begin an entity .IOB1 style, or a change"):
+        list(read_bio_dir(bio, "train"))
+
+
+def test_byte_order_marks_are_read_as_if_absent(tmp_path):
+    root = tmp_path / "d"
+    write(root / "label.txt", "\ufeffperson\nlocation\n")
+    write(root / "train.txt", "\ufeffJohn\tB-person\nwent\tO\n")
+    (record,) = read_bio_dir(root, "train")
+    assert (record.words, record.labels) == (["John", "went"], ["person", "location"])
+    line = gner_line(["Ada"], ["B-person"], ["person"])
+    jsonl = write(tmp_path / "g.jsonl", "\ufeff" + line + "\n")
+    assert detect_format(jsonl) == "gner"
+    assert [r.words for r in read_gner_jsonl(jsonl)] == [["Ada"]]
+    array = write(tmp_path / "o.json", '\ufeff[{"tokenized_text": ["Ada"], "ner": [[0, 0, "x"]]}]')
+    assert [r.tags for r in read_open_type(array)] == [["B-x"]]
+
+
+def test_bio_dirs_report_missing_and_empty_splits(tmp_path):
+    bio_dataset(tmp_path / "a", "Ada\tB-person\n")
+    bio_dataset(tmp_path / "b", "")
+    write(tmp_path / "c" / "label.txt", "person\n")
+    reported = []
+    records = read_bio_dirs(tmp_path, ["train"], report=reported.append)
+    assert [(r.dataset, r.words) for r in records] == [("a", ["Ada"])]
+    assert reported == [f"skipped {tmp_path / 'b' / 'train.txt'}: no sentences in it",
+                        f"skipped {tmp_path / 'c'}: no train.txt"]
+    # a single dataset directory must have the split
+    with pytest.raises(FileNotFoundError):
+        read_bio_dirs(tmp_path / "c", ["train"], report=reported.append)
 
 
 def test_bio_bioes_becomes_bio(fixtures):
