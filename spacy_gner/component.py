@@ -257,7 +257,8 @@ class GNER(Pipe):
         return chunks, limits
 
     def predict(self, docs: Iterable[Doc]) -> List[Dict[str, Any]]:
-        """Entities `(start, end, prompt name)` and raw outputs for each Doc."""
+        """Entities `(start, end, prompt name)` and, per chunk, the raw output and its
+        matched tags (one per word sent, before BIO repair) for each Doc."""
         docs = list(docs)
         names = self._require_labels()
         plans = [self._plan(doc, names) for doc in docs]
@@ -277,7 +278,8 @@ class GNER(Pipe):
                 pred_words, pred_tags = extract(text, names)
                 tags = hierarchical_match(words, pred_words, pred_tags, tokenizer)
                 chunk_entities.append(bio_to_spans(tags))
-                raw.append({"start": chunk.tokens[0], "end": chunk.tokens[-1] + 1, "output": text})
+                raw.append({"start": chunk.tokens[0], "end": chunk.tokens[-1] + 1,
+                            "output": text, "tags": tags})
             entities = merge_chunk_entities(chunks, chunk_entities)
             predictions.append({"entities": entities, "raw": raw})
         return predictions

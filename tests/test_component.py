@@ -67,6 +67,16 @@ def test_whitespace_tokens_are_not_sent_and_alignment_stays_exact():
     assert doc.user_data[RAW_OUTPUT_KEY][0]["output"].startswith("John(B-person) explored(O)")
 
 
+def test_raw_store_keeps_the_matched_tags_before_bio_repair():
+    output = "New(B-location) York(I-person) Times(I-person) met(O) Mary(I-person)"
+    nlp = _nlp(store_raw=True, responses={"New York Times met Mary": output})
+    doc = nlp("New York Times met  Mary")
+    [raw] = doc.user_data[RAW_OUTPUT_KEY]
+    assert (raw["start"], raw["end"]) == (0, 6)  # token 4 is whitespace, not sent
+    assert raw["tags"] == ["B-location", "I-person", "I-person", "O", "I-person"]
+    assert _ents(doc) == [("New", "location"), ("York Times", "person"), ("Mary", "person")]
+
+
 MESSY = {
     # omission, substitution and addition at once
     "John explored Tokyo and flew back to New York .":

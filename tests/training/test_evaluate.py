@@ -1,13 +1,16 @@
-"""training.evaluate: datasets, predictions through the pipeline, both metrics, averages and
-the Table 2 layout, with a scripted model."""
+"""training.evaluate: datasets, type orders, predictions through the pipeline, both metrics
+(the paper's as the reference computes it), averages and the Table 2 layout, with a scripted
+model."""
 import json
 import re
 
 import pytest
 import spacy
+from spacy.tokens import Doc
 from support import scripted_config
 from toy_data import COMPANIES, PEOPLE_AND_PLACES, write_bio_dataset
 
+from spacy_gner.component import RAW_OUTPUT_KEY
 from training.evaluate import (
     average,
     load_datasets,
@@ -15,6 +18,7 @@ from training.evaluate import (
     markdown_table,
     model_names,
     predict,
+    raw_tags,
     score,
 )
 from training.prepare import write_gner_jsonl
@@ -33,30 +37,76 @@ def data(tmp_path):
     return root
 
 
-def scripted_pipeline():
+def scripted_pipeline(responses=None):
     """Sentencizer + gner knowing Mary and John (person), Paris (location), not the rest."""
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
-    generator = scripted_config(Mary="person", John="person", Paris="location")
+    generator = scripted_config(responses, Mary="person", John="person", Paris="location")
     nlp.add_pipe("gner", config={"generator": generator})
     return nlp
 
 
 def test_load_datasets_reads_bio_directories_and_gner_jsonl_with_a_limit(data, tmp_path):
-    datasets = load_datasets([data])
-    assert [(name, labels, len(records)) for name, labels, records in datasets] == [
-        ("companies", COMPANY_LABELS, 2), ("places", PLACES_LABELS, 4)]
-    assert [len(records) for _, _, records in load_datasets([data], limit=3)] == [2, 3]
-    write_gner_jsonl(datasets[1][2], tmp_path / "places.jsonl")
-    [(name, labels, records)] = load_datasets([tmp_path / "places.jsonl"])
-    assert (name, labels, [r.words for r in records]) == (
-        "places", PLACES_LABELS, [words for words, _ in PEOPLE_AND_PLACES])
+    datasets = load_datasets([data], label_order="fixed")
+    assert [(name, len(records)) for name, records in datasets] == [("companies", 2), ("places", 4)]
+    assert all(r.labels == COMPANY_LABELS for r in datasets[0][1])
+    assert [len(records) for _, records in load_datasets([data], limit=3)] == [2, 3]
+    write_gner_jsonl(datasets[1][1], tmp_path / "places.jsonl")
+    [(name, records)] = load_datasets([tmp_path / "places.jsonl"])
+    assert (name, [r.words for r in records]) == ("places", [w for w, _ in PEOPLE_AND_PLACES])
+    with pytest.raises(ValueError, match="'random'"):
+        load_datasets([data], label_order="random")
 
 
-def test_predict_offers_each_dataset_its_labels_and_scores_both_metrics(data):
+def test_datasets_without_test_sentences_are_reported(data, capsys):
+    write_bio_dataset(data / "empty", PLACES_LABELS, {"test": []})
+    write_bio_dataset(data / "no-test", PLACES_LABELS, {"dev": PEOPLE_AND_PLACES})
+    assert [name for name, _ in load_datasets([data])] == ["companies", "places"]
+    out = capsys.readouterr().out
+    assert f"skipped {data / 'empty' / 'test.txt'}: no sentences in it" in out
+    assert f"skipped {data / 'no-test'}: no test.txt" in out
+
+
+def test_types_are_shuffled_per_sentence_with_the_seed_by_default(tmp_path):
+    labels = [f"type{i}" for i in range(6)]
+    sentences = [(["w"], ["O"])] * 20
+    write_bio_dataset(tmp_path / "many", labels, {"test": sentences})
+    [(_, records)] = load_datasets([tmp_path / "many"], seed=3)
+    orders = [tuple(r.labels) for r in records]
+    assert all(sorted(order) == labels for order in orders)
+    assert len(set(orders)) > 10  # one order per sentence, not one per dataset
+    assert orders == [tuple(r.labels) for _, rs in load_datasets([tmp_path / "many"], seed=3)
+                      for r in rs]
+    assert orders != [tuple(r.labels) for _, rs in load_datasets([tmp_path / "many"], seed=4)
+                      for r in rs]
+    [(_, fixed)] = load_datasets([tmp_path / "many"], label_order="fixed")
+    assert all(r.labels == labels for r in fixed)
+
+
+def test_gner_records_keep_their_own_type_order_one_pipe_call_per_order(tmp_path):
+    words = "Mary visited Paris".split()
+    tags = ["B-person", "O", "B-location"]
+    orders = [["person", "location"], ["location", "person", "event"], ["person", "location"]]
+    records = [Record(words, tags, order, "places", str(i), "test")
+               for i, order in enumerate(orders)]
+    write_gner_jsonl(records, tmp_path / "places.jsonl")
+    for label_order in ("shuffled", "fixed"):
+        [(_, read)] = load_datasets([tmp_path / "places.jsonl"], label_order=label_order)
+        assert [r.labels for r in read] == orders
     nlp = scripted_pipeline()
-    (_, company_labels, companies), (_, place_labels, places) = load_datasets([data])
-    scores = score(predict(nlp, place_labels, places))
+    examples = predict(nlp, read)
+    generator = nlp.get_pipe("gner").generator
+    assert generator.calls == 2  # the two sentences of one order go together
+    assert sorted(re.search(r"entity tags: (.*) and O", prompt).group(1)
+                  for prompt in generator.prompts) == [
+        "location, person, event", "person, location", "person, location"]
+    assert [[e.text for e in eg.predicted.ents] for eg in examples] == [["Mary", "Paris"]] * 3
+
+
+def test_predict_offers_each_sentence_its_labels_and_scores_both_metrics(data):
+    nlp = scripted_pipeline()
+    (_, companies), (_, places) = load_datasets([data], label_order="fixed")
+    scores = score(predict(nlp, places))
     assert "entity tags: person, location and O" in nlp.get_pipe("gner").generator.prompts[0]
     # Gold: 8 entities; predicted: Mary, Paris, John, Paris, Mary, all right.
     for metric in ("paper", "spacy"):
@@ -66,16 +116,83 @@ def test_predict_offers_each_dataset_its_labels_and_scores_both_metrics(data):
     assert scores["sentences"] == 4
     assert scores["spacy"]["per_type"]["person"]["recall"] == pytest.approx(3 / 4)
     assert scores["spacy"]["per_type"]["location"]["recall"] == pytest.approx(2 / 4)
-    score(predict(nlp, company_labels, companies))
+    score(predict(nlp, companies))
     assert nlp.get_pipe("gner").labels == tuple(COMPANY_LABELS)
 
 
 def test_paper_metric_counts_distinct_normalised_pairs_unlike_spans():
     record = Record("Paris and paris".split(), ["B-location", "O", "B-location"], PLACES_LABELS,
                     "toy", "0")
-    scores = score(predict(scripted_pipeline(), PLACES_LABELS, [record]))
+    scores = score(predict(scripted_pipeline(), [record]))
     assert scores["paper"]["recall"] == 1.0  # "paris" once, found
     assert scores["spacy"]["recall"] == 0.5  # the second span is missed
+
+
+TYPES = ["person", "location", "organization"]
+TYPE_SWITCHES = [
+    # (words, gold tags, model output): entities whose type changes inside them
+    ("The New York Times reported from Paris .".split(),
+     ["O", "B-organization", "I-organization", "I-organization", "O", "O", "B-location", "O"],
+     "The(O) New(B-location) York(I-organization) Times(I-organization) reported(O) from(O) "
+     "Paris(B-location) .(O)"),
+    ("John Smith met Mary".split(), ["B-person", "I-person", "O", "B-person"],
+     "John(B-person) Smith(I-location) met(O) Mary(I-person)"),
+    # two sentences, so two chunks; the second output respells a word
+    ("Mary flew . Acme Corp hired John".split(),
+     ["B-person", "O", "O", "B-organization", "I-organization", "O", "B-person"], None),
+]
+CHUNK_OUTPUTS = {"Mary flew .": "Mary(B-person) flew(O) .(O)",
+                 "Acme Corp hired John": "Acme(B-location) Corp(I-organization) hird(O) John(O)"}
+
+
+def test_both_metrics_equal_the_references_on_type_switches():
+    """Expected numbers worked out by hand, as the GNER reference evaluation computes them
+    (its `extract_predictions` + `parser` + `NEREvaluator`): the matched tags are read as
+    they are, a B- or an O closes an entity, any other tag extends it and renames its type,
+    and each sentence's distinct normalised (text, type) pairs are counted."""
+    records = [Record(words, tags, TYPES, "news", str(i), "test")
+               for i, (words, tags, _) in enumerate(TYPE_SWITCHES)]
+    responses = {" ".join(words): output for words, _, output in TYPE_SWITCHES if output}
+    examples = predict(scripted_pipeline({**responses, **CHUNK_OUTPUTS}), records)
+    assert [raw_tags(eg.predicted) for eg in examples] == [
+        ["O", "B-location", "I-organization", "I-organization", "O", "O", "B-location", "O"],
+        ["B-person", "I-location", "O", "I-person"],
+        ["B-person", "O", "O", "B-location", "I-organization", "O", "O"],
+    ]
+    scores = score(examples)
+    # Reference, sentence by sentence (gold | predicted):
+    # 1. {new york times/organization, paris/location} | the same two: 2 right
+    # 2. {john smith/person, mary/person} | {john smith/location, mary/person}: 1 right
+    # 3. {mary/person, acme corp/organization, john/person} | {mary/person,
+    #    acme corp/organization}: 2 right
+    # 5 right of 6 predicted and 7 gold: P 5/6, R 5/7, F1 2 * 5 / (6 + 7) = 10/13.
+    assert scores["paper"]["precision"] == pytest.approx(5 / 6)
+    assert scores["paper"]["recall"] == pytest.approx(5 / 7)
+    assert scores["paper"]["f1"] == pytest.approx(10 / 13)
+    # spaCy on doc.ents, after BIO repair (an I- after another type begins an entity):
+    # 1. New/location, York Times/organization, Paris/location: Paris right
+    # 2. John/person, Smith/location, Mary/person: Mary right
+    # 3. Mary/person, Acme/location, Corp/organization: Mary right
+    # 3 right of 9 predicted and 7 gold spans: P 1/3, R 3/7, F1 2 * 3 / (9 + 7) = 3/8.
+    assert scores["spacy"]["precision"] == pytest.approx(1 / 3)
+    assert scores["spacy"]["recall"] == pytest.approx(3 / 7)
+    assert scores["spacy"]["f1"] == pytest.approx(3 / 8)
+
+
+def test_raw_tags_place_chunk_tags_on_the_tokens_sent():
+    doc = Doc(spacy.blank("en").vocab, words=["a", " ", "b", "c", "d", "e", "f", "g"])
+    doc.user_data[RAW_OUTPUT_KEY] = [
+        # two overlapping windows of one long sentence: tokens 3-5 are in both
+        {"start": 0, "end": 6, "output": "", "tags": ["B-x", "I-x", "I-x", "I-x", "I-x"]},
+        {"start": 3, "end": 8, "output": "", "tags": ["B-y", "I-y", "I-y", "I-y", "I-y"]},
+    ]
+    # the whitespace token is O; of the overlap (c d e), c keeps the first window's tag
+    assert raw_tags(doc) == ["B-x", "O", "I-x", "I-x", "I-y", "I-y", "I-y", "I-y"]
+    doc.user_data[RAW_OUTPUT_KEY][1]["tags"].pop()
+    with pytest.raises(ValueError, match="4 raw tags for the 5 words"):
+        raw_tags(doc)
+    with pytest.raises(ValueError, match="store_raw"):
+        raw_tags(Doc(doc.vocab, words=["a"]))
 
 
 def scores(f1: float) -> dict:
