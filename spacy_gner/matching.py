@@ -4,14 +4,23 @@ Levels, cheapest first: (1) the predicted words are the input words; (2) they ar
 subsequence of them (omissions), matched greedily in O(N); (3) a longest common subsequence
 (Hunt–Szymanski, O((N + R) log N) for R matching pairs, small when words rarely repeat),
 after which gaps holding as many unmatched input words as unmatched predicted words are
-paired in order (substitutions). Words compare case-insensitively, as written or as the
+paired in order where the predicted word is a respelling of the input word (substitutions
+such as "manattan" → "manhattan"). Words compare case-insensitively, as written or as the
 model's tokenizer spells them (back tokenization).
 """
 from bisect import bisect_left
 from collections import defaultdict
+from difflib import SequenceMatcher
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 Forms = Sequence[Tuple[str, ...]]
+# Least similarity (difflib's ratio: 2 × the characters two words have in common, in order,
+# over both lengths) of a respelling: one edit in a word of four or more characters, two in
+# one of eight or more. Unrelated words fall short: of random pairs of CrossNER test words,
+# 0.04% reach it (0.3% of pairs from one sentence, mostly inflections: "cluster",
+# "clusters"), while one edit in a three-letter word (2/3) or words sharing a letter ("a",
+# "as"; "on", "john") do not.
+RESPELLING = 0.75
 
 
 def back_tokenize(words: Sequence[str], tokenizer: Any) -> List[str]:
@@ -84,15 +93,29 @@ def match_lcs(forms: Forms, targets: Sequence[str]) -> List[int]:
     return match
 
 
-def pair_gaps(match: List[int], n_targets: int) -> List[int]:
-    """Pair, in order, the unmatched words of gaps that hold as many on each side."""
+def respelling(forms: Tuple[str, ...], target: str) -> bool:
+    """Whether `target` is a respelling of a word with these forms: as similar as RESPELLING
+    to one of them (the bound that lengths set first, then difflib's)."""
+    for form in forms:
+        shorter, total = min(len(form), len(target)), len(form) + len(target)
+        if total and 2 * shorter >= RESPELLING * total:
+            matcher = SequenceMatcher(None, form, target, autojunk=False)
+            if matcher.quick_ratio() >= RESPELLING and matcher.ratio() >= RESPELLING:
+                return True
+    return False
+
+
+def pair_gaps(match: List[int], forms: Forms, targets: Sequence[str]) -> List[int]:
+    """Pair, in order, the unmatched words of gaps that hold as many on each side, where the
+    predicted word is a respelling of the input word; unrelated words stay unmatched."""
     anchors = [(i, j) for i, j in enumerate(match) if j >= 0]
-    bounds = [(-1, -1)] + anchors + [(len(match), n_targets)]
+    bounds = [(-1, -1)] + anchors + [(len(match), len(targets))]
     paired = list(match)
     for (i0, j0), (i1, j1) in zip(bounds, bounds[1:]):
         if i1 - i0 == j1 - j0 > 1:
-            for offset in range(1, i1 - i0):
-                paired[i0 + offset] = j0 + offset
+            for i, j in zip(range(i0 + 1, i1), range(j0 + 1, j1)):
+                if respelling(forms[i], targets[j]):
+                    paired[i] = j
     return paired
 
 
@@ -111,5 +134,5 @@ def hierarchical_match(
         return list(pred_tags)
     match = match_subsequence(forms, targets)
     if match is None:
-        match = pair_gaps(match_lcs(forms, targets), len(targets))
+        match = pair_gaps(match_lcs(forms, targets), forms, targets)
     return [pred_tags[j] if j >= 0 else "O" for j in match]

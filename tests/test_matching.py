@@ -1,9 +1,14 @@
+import gzip
+import json
 import random
+from pathlib import Path
 
 import pytest
 
 from spacy_gner import back_tokenize, extract, hierarchical_match
-from spacy_gner.matching import match_lcs, match_subsequence, pair_gaps
+from spacy_gner.matching import match_lcs, match_subsequence, pair_gaps, respelling
+
+FIXTURE = Path(__file__).with_name("fixtures") / "crossner-reference-prompts.jsonl.gz"
 
 LABELS = ["band", "location", "person", "x"]
 
@@ -39,6 +44,53 @@ def test_level3_substitution_keeps_the_label_of_a_respelled_word():
     words = "I flew to manattan today".split()
     tags = _match(words, "I(O) flew(O) to(O) manhattan(B-location) today(O) .(O)")
     assert tags == ["O", "O", "O", "B-location", "O"]
+    words = "Anne Brontë wrote in colour".split()
+    tags = _match(words, "Anne(B-person) Bronte(I-person) wrote(O) in(O) color(O) !(O)")
+    assert tags == ["B-person", "I-person", "O", "O", "O"]
+
+
+def _unpaired(words, output):
+    """The tags of the longest common subsequence alone, without gap pairing."""
+    pred_words, pred_tags = extract(output, LABELS)
+    match = match_lcs([(w.lower(),) for w in words], [w.lower() for w in pred_words])
+    return [pred_tags[j] if j >= 0 else "O" for j in match]
+
+
+@pytest.mark.parametrize("words, output", [
+    # a different word in place of the input's: not a respelling
+    ("I flew to Boston today".split(), "I(O) flew(O) to(O) Paris(B-location) today(O) .(O)"),
+    # a loop until the output was cut, as long as the input
+    ("Paris is big and New York is bigger".split(), "Paris(B-location) " * 8),
+    # garbage words of the input's length
+    ("John met Mary in Rome".split(),
+     "Xq(B-person) zzz(I-person) blorp(B-location) fnord(I-location) wibble(B-band)"),
+])
+def test_gaps_of_unrelated_words_stay_unmatched(words, output):
+    assert _match(words, output) == _unpaired(words, output)
+    assert _match(words, output).count("O") >= len(words) - 1
+
+
+def test_garbage_outputs_invent_no_entities_by_pairing():
+    """Outputs as long as their sentence, of words drawn from another sentence: pairing
+    leaves them as the longest common subsequence alone does, but for the rare word pair
+    that looks like a respelling ("1962" and "1967", "his" and "this")."""
+    with gzip.open(FIXTURE, "rt", encoding="utf8") as file:
+        sentences = [json.loads(line)["instance"]["words"] for line in file][:300]
+    rng = random.Random(1)
+    differ = 0
+    for k, words in enumerate(sentences):
+        other = sentences[(k + 7) % len(sentences)]
+        output = " ".join(f"{rng.choice(other)}({rng.choice(['O', 'B-x', 'I-x'])})" for _ in words)
+        differ += _match(words, output) != _unpaired(words, output)
+    assert differ <= 3  # of 300; pairing every equal gap, as before, changes nearly all
+
+
+def test_respelling_is_one_edit_in_four_letters_or_two_in_eight():
+    assert respelling(("rome",), "roma") and respelling(("manattan",), "manhattan")
+    assert respelling(("brontë", "bront"), "bront") and respelling(("algorithm",), "algoritmh")
+    assert not respelling(("zoë",), "zoe")  # one edit in three letters
+    assert not any(respelling((a,), b) for a, b in [
+        ("a", "as"), ("on", "john"), ("the", "her"), ("boston", "paris"), ("modern", "model")])
 
 
 def test_level3_merged_words_get_o_without_crashing():
@@ -47,11 +99,13 @@ def test_level3_merged_words_get_o_without_crashing():
     assert tags == ["O"] * 7
 
 
-def test_gap_pairing_only_for_equal_gaps():
-    assert pair_gaps([0, -1, -1, 3], 4) == [0, 1, 2, 3]
-    assert pair_gaps([0, -1, -1, 2], 3) == [0, -1, -1, 2]
-    assert pair_gaps([-1, -1], 2) == [0, 1]
-    assert pair_gaps([], 0) == []
+def test_gap_pairing_only_for_equal_gaps_of_respelled_words():
+    forms = [(w,) for w in "a bee cee d".split()]
+    assert pair_gaps([0, -1, -1, 3], forms, "a be ce d".split()) == [0, 1, 2, 3]
+    assert pair_gaps([0, -1, -1, 3], forms, "a be xyz d".split()) == [0, 1, -1, 3]
+    assert pair_gaps([0, -1, -1, 2], forms, "a bee d".split()) == [0, -1, -1, 2]
+    assert pair_gaps([-1, -1], forms[1:3], ["bees", "cees"]) == [0, 1]
+    assert pair_gaps([], [], []) == []
 
 
 def test_back_tokenization_matches_words_the_vocabulary_cannot_spell(tokenizer):
