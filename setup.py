@@ -17,6 +17,9 @@ setup(
         "transformers>=4.53,<4.53.3",
         "safetensors",
         "sentencepiece",
+        # reading a sentencepiece model into a fast tokenizer (T5, Llama checkpoints with only
+        # spiece.model / tokenizer.model) goes through its protobuf definitions
+        "protobuf",
         "accelerate",
         "srsly",
     ],

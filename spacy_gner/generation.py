@@ -6,7 +6,7 @@ from typing import Any, List, Sequence, Union
 import torch
 
 from .decoding import Units, copy_constraint, copy_decode, output_length, pad, word_units
-from .models import load_model
+from .models import check_dtype, load_model
 from .prompt import Request, build_target, encode_prompts
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class HFGenerator:
             raise ValueError("batch_size, max_batch_tokens and num_beams must be positive")
         self.name = str(model)
         self.device = device
-        self.dtype = dtype
+        self.dtype = check_dtype(dtype)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.num_beams = num_beams

@@ -35,25 +35,37 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def check_dtype(dtype: str) -> str:
+    """`dtype` if it is "auto" or one of DTYPES, else a ValueError naming it and those."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}: expected 'auto' or one of {sorted(DTYPES)}")
+    return dtype
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """"auto" is bfloat16 on GPUs that support it and float32 elsewhere."""
-    if dtype == "auto":
+    if check_dtype(dtype) == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}: expected 'auto' or one of {sorted(DTYPES)}")
     return DTYPES[dtype]
 
 
 def _load_error(name: str, error: Exception) -> ModelLoadError:
-    hint = (
-        f"`model` takes a Hugging Face Hub name or a local directory holding config.json, "
-        f"the tokenizer files and the weights. Without network access, download it where you "
-        f"have one (`huggingface-cli download {name} --local-dir DIR`), copy DIR here and set "
-        f"`model` to DIR."
-    )
-    return ModelLoadError(f"Could not load the GNER model {name!r}: {error}\n{hint}")
+    """The error to raise when reading model `name` failed with `error`, with what to do."""
+    message = f"Could not load the GNER model {name!r}: {type(error).__name__}: {error}"
+    if isinstance(error, ImportError):
+        hint = "A package needed to read this model is missing: install it and try again."
+    elif isinstance(error, OSError):
+        hint = (
+            f"`model` takes a Hugging Face Hub name or a local directory holding config.json, "
+            f"the tokenizer files and the weights. Without network access, download it where "
+            f"you have one (`huggingface-cli download {name} --local-dir DIR`), copy DIR here "
+            f"and set `model` to DIR."
+        )
+    else:
+        hint = "Check that the directory holds a complete model saved by transformers."
+    return ModelLoadError(f"{message}\n{hint}")
 
 
 def load_model(
@@ -67,23 +79,21 @@ def load_model(
 
     Encoder-decoder models load as seq2seq, all others as causal LMs. Weights load from
     safetensors where the checkpoint has them (transformers' default). Causal tokenizers pad on
-    the left, and get their end-of-sequence token as padding when they have none.
+    the left, and get their end-of-sequence token as padding when they have none. A bad
+    `device` or `dtype` is a ValueError before anything is read; whatever fails while reading
+    the model (a missing file or package included) is a ModelLoadError saying what to do.
     """
     name = str(name)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise _load_error(name, error) from error
-    torch_device = resolve_device(device)
-    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    try:
+        model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = model_class.from_pretrained(
-            name,
-            torch_dtype=resolve_dtype(dtype, torch_device),
-            trust_remote_code=trust_remote_code,
+            name, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as error:
+    except Exception as error:  # whatever the cause, one clear message naming the model
         raise _load_error(name, error) from error
     if not config.is_encoder_decoder:
         tokenizer.padding_side = "left"

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional
 
 from spacy.util import registry
 
-from spacy_gner.prompt import Request, build_prompt, build_target
+from spacy_gner.prompt import INSTRUCTION, Request, build_prompt, build_target
 
 TRAIN_WORDS = "John explored Tokyo and flew back to New York . Mary visited Paris".split()
 TRAIN_TAGS = ["B-person", "O", "B-location", "O", "O", "O", "O", "B-location", "I-location", "O",
@@ -68,19 +68,23 @@ def scripted_config(responses: Optional[Dict[str, str]] = None, **gazetteer: str
     }
 
 
+# The training text of the test tokenizers: the prompt and target of one example, and
+# every ASCII letter, digit and the punctuation of the format.
+INSTRUCTION_CORPUS = [INSTRUCTION, build_prompt(TRAIN_WORDS, LABELS),
+                      build_target(TRAIN_WORDS, TRAIN_TAGS),
+                      "[INST] [/INST] abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ "
+                      "0123456789 ()-,.:'"] * 20
+
+
 def train_tokenizer(directory: Path, kind: str):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from spacy_gner.prompt import INSTRUCTION
-
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    corpus = [INSTRUCTION, build_prompt(TRAIN_WORDS, LABELS), build_target(TRAIN_WORDS, TRAIN_TAGS),
-              "[INST] [/INST] abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 ()-,.:'"]
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>", "<s>"])
-    tokenizer.train_from_iterator(corpus * 20, trainer)
+    tokenizer.train_from_iterator(INSTRUCTION_CORPUS, trainer)
     if kind == "t5":
         tokenizer.post_processor = processors.TemplateProcessing(
             single="$A </s>", special_tokens=[("</s>", tokenizer.token_to_id("</s>"))]
@@ -96,6 +100,19 @@ def train_tokenizer(directory: Path, kind: str):
     )
     fast.save_pretrained(directory)
     return fast
+
+
+def train_sentencepiece(directory: Path, corpus: List[str], **special_ids: int) -> Path:
+    """`directory`/tokenizer.model: a SentencePiece BPE model of `corpus` with byte fallback
+    (any character can be spelled), special token ids as given (e.g. pad_id=0)."""
+    import sentencepiece
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_prefix=str(directory / "tokenizer"),
+        vocab_size=600, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        minloglevel=2, **special_ids)
+    return directory / "tokenizer.model"
 
 
 def memorise(model, tokenizer, kind: str, steps: int = 150) -> None:

@@ -3,8 +3,12 @@ import subprocess
 import sys
 
 import pytest
+import spacy
 import torch
+from support import INSTRUCTION_CORPUS, random_model, train_sentencepiece
 
+from spacy_gner import models
+from spacy_gner.generation import HFGenerator
 from spacy_gner.models import ModelLoadError, load_model, resolve_device, resolve_dtype
 
 
@@ -61,3 +65,52 @@ def test_remote_code_is_refused_unless_asked(tiny_llama):
         assert type(model).__name__ == "LlamaForCausalLM"
     finally:
         config.write_text(text)
+
+
+def test_t5_checkpoint_with_only_spiece_model_loads_with_a_fast_tokenizer(tmp_path):
+    """What `T5Tokenizer.save_pretrained` writes (spiece.model, no tokenizer.json): the fast
+    tokenizer is converted from it, which needs protobuf."""
+    from transformers import T5Tokenizer
+
+    spiece = train_sentencepiece(tmp_path / "spm", INSTRUCTION_CORPUS, pad_id=0, eos_id=1,
+                                 unk_id=2, bos_id=-1)
+    slow = T5Tokenizer(str(spiece), extra_ids=0)
+    slow.save_pretrained(tmp_path / "model")
+    random_model(slow, "t5", width=16).save_pretrained(tmp_path / "model")
+    files = {path.name for path in (tmp_path / "model").iterdir()}
+    assert "spiece.model" in files and "tokenizer.json" not in files
+    model, tokenizer = load_model(tmp_path / "model", device="cpu")
+    assert model.config.is_encoder_decoder and tokenizer.is_fast
+    nlp = spacy.blank("en")
+    nlp.add_pipe("gner", config={"model": str(tmp_path / "model"), "labels": ["person"],
+                                 "device": "cpu", "store_raw": True})
+    doc = nlp("John explored Tokyo.")
+    [raw] = doc.user_data["gner_raw"]
+    assert raw["output"].startswith("John(")  # copy-aware decoding, on the fast tokenizer
+
+
+def test_any_loading_error_is_a_model_load_error(tiny_t5, monkeypatch):
+    def missing_package(*args, **kwargs):
+        raise ImportError("this tokenizer needs the protobuf library")
+
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", missing_package)
+    with pytest.raises(ModelLoadError) as error:
+        load_model(tiny_t5, device="cpu")
+    message = str(error.value)
+    assert f"Could not load the GNER model {str(tiny_t5)!r}: ImportError: this tokenizer" in message
+    assert "package needed to read this model is missing" in message
+    assert isinstance(error.value.__cause__, ImportError)
+
+
+def test_a_wrong_dtype_is_a_bad_value_before_anything_is_read(monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the model was looked up")
+
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", no_reading)
+    for make in (lambda: load_model("dyyyyyyyy/GNER-T5-base", dtype="fp16"),
+                 lambda: HFGenerator("dyyyyyyyy/GNER-T5-base", dtype="fp16")):
+        with pytest.raises(ValueError) as error:
+            make()
+        assert not isinstance(error.value, ModelLoadError)
+        assert "'fp16'" in str(error.value)
+        assert "'auto'" in str(error.value) and "'bfloat16'" in str(error.value)
