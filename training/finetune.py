@@ -11,12 +11,17 @@
 Each record's `instance.instruction_inputs` is the prompt and `instance.prompt_labels` the
 target. The model reads exactly what the `gner` component gives it at inference: seq2seq models
 the bare prompt and learn target + EOS; causal models read the prompt wrapped by
-`--prompt-format` and learn only the target tokens + EOS that follow it. The paper's settings
-come as presets (`--preset`, chosen from the model's architecture by default); every flag
-overrides its preset value. Checkpoints go to OUTPUT_DIR/checkpoints every `--save-steps`
-optimizer steps, `--resume` continues from the newest complete one, and the final model and
-tokenizer (LoRA merged into the base weights) are saved as safetensors in OUTPUT_DIR, ready for
-`nlp.add_pipe("gner", config={"model": OUTPUT_DIR})`.
+`--prompt-format` and learn only the target tokens + EOS that follow it. The target is
+tokenized on its own: its tokens are those copy-aware decoding forces at inference (the units of
+`spacy_gner.decoding.word_units`, one after another). With Llama's SentencePiece tokenizer they
+are also the GNER reference's (`[INST] prompt [/INST] target` tokenized as one string); with a
+byte-level BPE tokenizer (SmolLM2) the first word lacks the leading space it has there.
+
+The paper's settings come as presets (`--preset`, chosen from the model's architecture by
+default); every flag overrides its preset value. Checkpoints go to OUTPUT_DIR/checkpoints every
+`--save-steps` optimizer steps, `--resume` continues from the newest complete one, and the final
+model and tokenizer (LoRA merged into the base weights) are saved as safetensors in OUTPUT_DIR,
+ready for `nlp.add_pipe("gner", config={"model": OUTPUT_DIR})`.
 """
 import argparse
 import json

@@ -1,7 +1,9 @@
 """training.finetune: the training layout is what the gner component feeds the model, the loss
 falls, bf16 autocast, LoRA merging, resuming after a crash, and DDP in two processes."""
+import gzip
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -12,11 +14,13 @@ import pytest
 import spacy
 import torch
 from safetensors.torch import load_file
-from support import LABELS
+from support import LABELS, train_sentencepiece
 from transformers import AutoTokenizer, TrainerCallback
 
+from spacy_gner.decoding import word_units
 from spacy_gner.generation import HFGenerator
-from spacy_gner.prompt import build_prompt, build_target, encode_prompts
+from spacy_gner.models import smollm2_path
+from spacy_gner.prompt import Request, build_prompt, build_target, encode_prompts
 from training.finetune import (
     IGNORE_INDEX,
     apply_preset,
@@ -111,6 +115,74 @@ def test_examples_over_the_length_limits_are_left_out(tiny_t5, caplog):
     with pytest.raises(ValueError, match="No training examples"):
         encode(tokenizer, [long], encoder_decoder=True, prompt_format="inst",
                max_source_length=8, max_target_length=640)
+
+
+# --- training tokens = inference tokens ----------------------------------------------------
+
+
+def target_tokens(tokenizer, words, tags, labels):
+    """(trained, forced): the target tokens `encode` puts after the prompt (before EOS), and
+    the units copy-aware decoding forces for the same tags, one after another."""
+    prompt, target = build_prompt(words, labels), build_target(words, tags)
+    [feature] = encode(tokenizer, [(prompt, target)], encoder_decoder=False, prompt_format="inst",
+                       max_source_length=100_000, max_target_length=100_000)
+    [source] = encode_prompts(tokenizer, [prompt], "inst")
+    assert feature["input_ids"][: len(source)] == source
+    assert feature["input_ids"][-1] == tokenizer.eos_token_id
+    units = word_units(tokenizer, Request(tuple(words), tuple(labels), 0))
+    assert units is not None, words
+    forced = [token for unit, tag in zip(units, tags) for token in unit[tag]]
+    return feature["input_ids"][len(source) : -1], forced
+
+
+def tagged_sentences(count: int = 40):
+    """(words, random valid tags, types): CrossNER test sentences and one of odd words."""
+    rng = random.Random(0)
+    with gzip.open(ROOT / "tests" / "fixtures" / "crossner-reference-prompts.jsonl.gz", "rt") as file:
+        records = [json.loads(line) for line in file][:count]
+    odd = ["(", "U.S.", ")", "1999", "Brontë", "'s", "e-mail", ":", "O)", "(B-x", "Zoë", "."]
+    sentences = [(r["instance"]["words"], r["label_list"]) for r in records] + [(odd, LABELS)]
+    for words, labels in sentences:
+        tags = Request(tuple(words), tuple(labels), 0).tags
+        yield words, [rng.choice(tags) for _ in words], labels
+
+
+@pytest.fixture(scope="module")
+def llama_sentencepiece(tmp_path_factory):
+    """A Llama-style tokenizer as GNER-LLaMA has one: a SentencePiece BPE model (byte
+    fallback) in LlamaTokenizer, read back by AutoTokenizer as the fast tokenizer converted
+    from it, which adds BOS and prepends "▁" to a text."""
+    from transformers import LlamaTokenizer
+
+    directory = tmp_path_factory.mktemp("llama-sentencepiece")
+    corpus = [build_prompt(words, labels) + " " + build_target(words, tags)
+              for words, tags, labels in tagged_sentences(20)]
+    model = train_sentencepiece(directory, corpus, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+    LlamaTokenizer(str(model), legacy=True).save_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    assert tokenizer.is_fast and tokenizer.bos_token == "<s>"
+    return tokenizer
+
+
+def test_llama_style_training_tokens_are_the_forced_tokens_and_the_references(llama_sentencepiece):
+    tokenizer = llama_sentencepiece
+    for words, tags, labels in tagged_sentences():
+        trained, forced = target_tokens(tokenizer, words, tags, labels)
+        assert trained == forced, words
+        # and they are what the reference trains GNER-LLaMA on: after the prompt's tokens in
+        # `[INST] prompt [/INST] target` tokenized as one string (the first word as "▁John")
+        prompt = f"[INST] {build_prompt(words, labels)} [/INST]"
+        joint = tokenizer(f"{prompt} {build_target(words, tags)}")["input_ids"]
+        assert joint[len(tokenizer(prompt)["input_ids"]) :] == trained, words
+        assert tokenizer.convert_ids_to_tokens(trained)[0].startswith("▁")
+
+
+@pytest.mark.slow
+def test_smollm2_training_tokens_are_the_forced_tokens():
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
+    for words, tags, labels in tagged_sentences():
+        trained, forced = target_tokens(tokenizer, words, tags, labels)
+        assert trained == forced, words
 
 
 def test_read_examples_names_the_bad_line(tmp_path):
