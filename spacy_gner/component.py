@@ -42,7 +42,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "generator": None,
     "device": "auto",
     "dtype": "auto",
-    "batch_size": 8,
+    "batch_size": 16,
     "max_batch_tokens": 16384,
     "num_beams": 1,
     "copy_aware": True,

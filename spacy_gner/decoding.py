@@ -14,17 +14,25 @@ that point are not wasted: they show which later words the model would tag as en
 the next draft tags them so (Jacobi-style hints). The result is what greedy decoding
 restricted to the allowed tokens gives, in about one forward pass per entity instead of one
 per token; only the allowed tokens' rows of the output layer are computed.
+
+What a pass reads is kept to what it must: the keys and values of prompt parts that many
+prompts share are computed once (`SharedPrefix`), rows whose output is complete are taken
+over by waiting prompts (`_Batch`), and the KV cache of decoder-only models stays in place
+(`_InPlaceRows`) instead of being re-aligned after every pass (`_RowCache`).
 """
 from bisect import bisect_right
+from collections import deque
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
+from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoderCache
 
 from .prompt import Request, build_target
 
 Units = List[Dict[str, Tuple[int, ...]]]  # per word: {tag: token ids of "word(tag)"}
+DRAFT_TOKENS = 16  # the tokens a pass drafts (see `draft_width`)
 
 
 def word_units(tokenizer: Any, request: Request) -> Optional[Units]:
@@ -75,10 +83,18 @@ class CopyState:
         self.tokens: List[int] = []
         self.hints: Dict[int, List[str]] = {}
         self._plan: List[Tuple[int, str, int]] = []  # the last draft: (word, tag, start)
+        self._longest = [0] * (len(units) + 1)  # most tokens the units from word k on take
+        for k in range(len(units) - 1, -1, -1):
+            self._longest[k] = self._longest[k + 1] + max(map(len, units[k].values()))
 
     @property
     def done(self) -> bool:
         return self.word >= len(self.units)
+
+    @property
+    def remaining(self) -> int:
+        """The most tokens the rest of the output may take."""
+        return self._longest[self.word] - self.position
 
     def allowed(self) -> List[int]:
         """The tokens that may come next (none when the output is complete)."""
@@ -201,39 +217,418 @@ class Scores:
 
 
 @contextmanager
-def _output_head(model: Any, vocabulary: List[int]) -> Iterator[Optional[Dict[int, int]]]:
-    """Score only `vocabulary` while inside: the model's output layer is swapped for one made
-    of its rows (the argmax over allowed tokens is unchanged, and the layer, a fifth of a
-    small model's work, shrinks to almost nothing). Yields the token-to-column map, or None
-    (full vocabulary) for a model whose output layer is not a plain linear layer."""
+def _decoding_mode(model: Any, vocabulary: List[int]) -> Iterator[Optional[Dict[int, int]]]:
+    """Inside: no gradients, only `vocabulary` scored, and (for `_InPlaceRows`) the attention
+    that reads its views. The model's output layer is swapped for one made of the
+    vocabulary's rows (the argmax over allowed tokens is unchanged, and the layer, a fifth of
+    a small model's work, shrinks to almost nothing); everything is restored on the way out.
+    Yields the token-to-column map, or None (full vocabulary) for a model whose output layer
+    is not a plain linear layer."""
     head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
-        yield None
-        return
-    index = torch.tensor(vocabulary, device=head.weight.device)
-    small = torch.nn.Linear(head.in_features, len(vocabulary), bias=head.bias is not None)
-    small.weight = torch.nn.Parameter(head.weight.detach()[index], requires_grad=False)
-    if head.bias is not None:
-        small.bias = torch.nn.Parameter(head.bias.detach()[index], requires_grad=False)
-    model.set_output_embeddings(small)
-    try:
-        yield {token: column for column, token in enumerate(vocabulary)}
-    finally:
-        model.set_output_embeddings(head)
+    attention = model.config._attn_implementation
+    columns = None
+    with torch.inference_mode():
+        if isinstance(head, torch.nn.Linear):
+            index = torch.tensor(vocabulary, device=head.weight.device)
+            small = torch.nn.Linear(head.in_features, len(vocabulary), bias=head.bias is not None)
+            small.weight = torch.nn.Parameter(head.weight.detach()[index], requires_grad=False)
+            if head.bias is not None:
+                small.bias = torch.nn.Parameter(head.bias.detach()[index], requires_grad=False)
+            model.set_output_embeddings(small)
+            columns = {token: column for column, token in enumerate(vocabulary)}
+        if _InPlaceRows.fits(model):
+            model.config._attn_implementation = ATTENTION
+        try:
+            yield columns
+        finally:
+            model.set_output_embeddings(head)
+            model.config._attn_implementation = attention
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The keys and values of the prompt tokens that every prompt of a label set and prompt
+    format starts with (wrapping, instruction, label list), computed once and shared by every
+    row of every batch of a decoder-only model."""
+
+    ids: Tuple[int, ...]
+    keys: Tuple[torch.Tensor, ...]  # per layer: 1 x heads x len(ids) x head size
+    values: Tuple[torch.Tensor, ...]
+
+    def common_length(self, prompt: Sequence[int]) -> int:
+        """How many of the prompt's first tokens are the prefix's."""
+        return common_length(self.ids, prompt)
+
+
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common start of two token sequences."""
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+def encode_prefix(model: Any, ids: Sequence[int]) -> SharedPrefix:
+    """The keys and values a decoder-only model computes for `ids` (its output layer is not run)."""
+    with torch.inference_mode():
+        output = model.base_model(
+            input_ids=torch.tensor([list(ids)], device=model.device), use_cache=True
+        )
+    cache = output.past_key_values
+    return SharedPrefix(tuple(ids), tuple(cache.key_cache), tuple(cache.value_cache))
+
+
+def _best_prefix(
+    prefixes: Sequence[SharedPrefix], prompt: Sequence[int]
+) -> Tuple[Optional[SharedPrefix], int]:
+    """The prefix that shares most tokens with the prompt, and how many (at least one prompt
+    token is left to feed: its logits start the output)."""
+    best: Tuple[Optional[SharedPrefix], int] = (None, 0)
+    for prefix in prefixes:
+        length = min(prefix.common_length(prompt), len(prompt) - 1)
+        if length > best[1]:
+            best = (prefix, length)
+    return best
+
+
+def _right_aligned(parts: Sequence[Tuple[int, torch.Tensor]], rows: int, width: int) -> torch.Tensor:
+    """A rows x heads x width x size tensor holding each (row, heads x n x size) part at its
+    row's right end, zeros elsewhere."""
+    heads, _, size = parts[0][1].shape
+    stacked = parts[0][1].new_zeros((rows, heads, width, size))
+    for row, part in parts:
+        stacked[row, :, width - part.shape[1] :] = part
+    return stacked
 
 
 def _self_attention(cache: Any) -> DynamicCache:
     return cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
 
 
-def _keep(cache: Any, index: torch.Tensor) -> None:
-    """Keep, for each row, the cache positions in `index` (rows × new length)."""
-    layers = _self_attention(cache)
-    for store in (layers.key_cache, layers.value_cache):
-        for layer, states in enumerate(store):
-            gather = index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
-            store[layer] = states.gather(2, gather)
-    layers._seen_tokens = index.shape[1]
+class _RowCache:
+    """The KV cache of a batch whose rows advance at their own pace.
+
+    Each row's real positions are right-aligned (masked padding on the left, `width` wide in
+    all); after each pass every row keeps only its accepted tokens, so nothing is computed twice
+    and relative positions stay exact.
+    """
+
+    def __init__(self, cache: Any, lengths: List[int]) -> None:
+        self._cache = cache
+        self.lengths = lengths  # real positions per row
+        self.width = max(lengths, default=0)
+
+    @classmethod
+    def from_prefixes(cls, starts: Sequence[Tuple[Optional[SharedPrefix], int]]) -> "_RowCache":
+        """A cache whose row k holds the first `length` positions of its prefix, for each
+        `(prefix, length)` of `starts` (no prefix: nothing)."""
+        lengths = [length for _, length in starts]
+        cache, width = DynamicCache(), max(lengths)
+        known = [(row, prefix, length) for row, (prefix, length) in enumerate(starts) if length]
+        for layer in range(len(known[0][1].keys) if known else 0):
+            cache.update(
+                _right_aligned([(r, p.keys[layer][0, :, :n]) for r, p, n in known], len(starts), width),
+                _right_aligned([(r, p.values[layer][0, :, :n]) for r, p, n in known], len(starts), width),
+                layer,
+            )
+        return cls(cache, lengths)
+
+    @property
+    def cache(self) -> Any:
+        return self._cache
+
+    def mask(self, feeds: Sequence[int], length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The 2D attention mask and the position ids of a pass feeding `length` tokens a row
+        (of which `feeds[row]` are real)."""
+        mask = torch.zeros((len(feeds), self.width + length), dtype=torch.long)
+        for row, (cached, fed) in enumerate(zip(self.lengths, feeds)):
+            mask[row, self.width - cached : self.width + fed] = 1
+        return mask, (mask.cumsum(-1) - 1).clamp(min=0)[:, self.width :]
+
+    def keep(self, rows: List[int], kept: List[int], device: Any) -> None:
+        """Keep the batch rows `rows`, each with its first `kept[k]` positions of those the last
+        pass fed (after its cached ones), re-aligned to the right."""
+        layers = _self_attention(self._cache)
+        positions = [
+            list(range(self.width - self.lengths[row], self.width + extra))
+            for row, extra in zip(rows, kept)
+        ]
+        width = max(len(p) for p in positions)
+        index = torch.tensor([[0] * (width - len(p)) + p for p in positions], device=device)
+        select = torch.tensor(rows, device=device) if len(rows) < len(self.lengths) else None
+        if select is not None and isinstance(self._cache, EncoderDecoderCache):
+            self._cache.cross_attention_cache.batch_select_indices(select)
+        for store in (layers.key_cache, layers.value_cache):
+            for layer, states in enumerate(store):
+                states = states if select is None else states[select]
+                gather = index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
+                store[layer] = states.gather(2, gather)
+        layers._seen_tokens = width
+        self.lengths = [len(p) for p in positions]
+        self.width = width
+
+
+ATTENTION = "spacy-gner-sdpa"  # transformers attention backend of `_InPlaceRows`
+
+
+def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: Optional[torch.Tensor], dropout: float = 0.0,
+               scaling: Optional[float] = None, **kwargs: Any) -> Tuple[torch.Tensor, None]:
+    """Scaled dot-product attention over the cache's views as they are: no copy of the keys
+    and values, none to repeat them for grouped-query heads."""
+    mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
+    )
+    return output.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION, _attention)
+
+
+class _InPlaceRows(Cache):
+    """The KV cache of decoder-only rows, kept in place, whose rows can be refilled.
+
+    Each row's keys and values start at position 0 of preallocated buffers (rows x heads x
+    capacity x size, per layer); a pass writes each row's new tokens right after the ones it
+    accepted (over those it rejected before), and attention reads a view of the filled part,
+    under a 4D mask in which each new token sees its row's accepted tokens and the new tokens
+    before it. Nothing moves after a pass; a row whose output is complete is taken over by
+    the next prompt (`admit`), and only rows that leave for good are copied out (`select`).
+    For models whose attention runs through transformers' attention interface and whose
+    positions are the position ids given (`fits`).
+    """
+
+    def __init__(self, rows: int, capacity: int) -> None:
+        """`capacity`: the most positions a row will hold (its prompt and output)."""
+        super().__init__()
+        self.lengths = torch.zeros(rows, dtype=torch.long)  # accepted positions per row
+        self.capacity = capacity
+        self.keys: List[torch.Tensor] = []
+        self.values: List[torch.Tensor] = []
+        self._starts: List[int] = []  # where this pass writes, per row
+        self._feeds: List[int] = []  # how many tokens it writes there
+        self._width = 0  # the filled part attention reads in this pass
+
+    @staticmethod
+    def fits(model: Any) -> bool:
+        config = model.config
+        return (not config.is_encoder_decoder and getattr(model, "_supports_attention_backend", False)
+                and getattr(config, "rope_theta", None) is not None
+                and getattr(config, "sliding_window", None) is None)
+
+    @property
+    def cache(self) -> "_InPlaceRows":
+        return self
+
+    def _allocate(self, layer: int, like: torch.Tensor) -> None:
+        """Buffers for one more layer, shaped after `like` (rows x heads x _ x size)."""
+        shape = (len(self.lengths), like.shape[1], self.capacity, like.shape[3])
+        self.keys.append(like.new_zeros(shape))
+        self.values.append(like.new_zeros(shape))
+
+    def admit(self, row: int, prefix: Optional[SharedPrefix], length: int) -> None:
+        """Start row `row` afresh with the first `length` positions of `prefix`."""
+        self.lengths[row] = length
+        if not length:
+            return
+        for layer, (keys, values) in enumerate(zip(prefix.keys, prefix.values)):
+            if layer == len(self.keys):
+                self._allocate(layer, keys)
+            self.keys[layer][row, :, :length] = keys[0, :, :length]
+            self.values[layer][row, :, :length] = values[0, :, :length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
+               cache_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        if layer_idx == len(self.keys):
+            self._allocate(layer_idx, key_states)
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        for row, (start, fed) in enumerate(zip(self._starts, self._feeds)):
+            keys[row, :, start : start + fed] = key_states[row, :, :fed]
+            values[row, :, start : start + fed] = value_states[row, :, :fed]
+        return keys[:, :, : self._width], values[:, :, : self._width]
+
+    def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:
+        return int(self.lengths.max()) if len(self.lengths) else 0
+
+    def mask(self, feeds: Sequence[int], length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The 4D attention mask and the position ids of a pass feeding `length` tokens a row
+        (of which the first `feeds[row]` are real and written; the padding after them only
+        reads)."""
+        positions = self.lengths[:, None] + torch.arange(length)
+        self._starts, self._feeds = self.lengths.tolist(), list(feeds)
+        self._width = max(start + fed for start, fed in zip(self._starts, self._feeds))
+        if self._width > self.capacity:
+            raise ValueError(f"a row would hold {self._width} positions, more than {self.capacity}")
+        mask = torch.arange(self._width)[None, None, :] <= positions[:, :, None]
+        return mask[:, None], positions
+
+    def advance(self, rows: List[int], counts: List[int]) -> None:
+        """Rows `rows` accepted `counts` more positions."""
+        self.lengths[rows] += torch.tensor(counts, dtype=torch.long)
+
+    def add(self, count: int) -> None:
+        """`count` more rows, empty."""
+        self.lengths = torch.cat([self.lengths, self.lengths.new_zeros(count)])
+        for store in (self.keys, self.values):
+            for layer, buffer in enumerate(store):
+                store[layer] = torch.cat([buffer, buffer.new_zeros((count,) + buffer.shape[1:])])
+
+    def select(self, rows: List[int]) -> None:
+        """Keep only the rows `rows`, in that order."""
+        self.lengths = self.lengths[torch.tensor(rows, dtype=torch.long)]
+        if self.keys:
+            index = torch.tensor(rows, dtype=torch.long, device=self.keys[0].device)
+            self.keys = [buffer[index] for buffer in self.keys]
+            self.values = [buffer[index] for buffer in self.values]
+
+
+def draft_width(pending: Sequence[int], remaining: Sequence[int], draft: int) -> int:
+    """The tokens one pass feeds every row: its pending tokens (a prompt's, or the token
+    chosen last), then a draft; a row with more pending tokens reads the first ones.
+
+    Every row is fed as many tokens as the widest (a row that drafts less is padded, and
+    padding costs as much as drafting), so the width is chosen for the batch: one pending token
+    and `draft` tokens, or wider where that takes at least half the rows' pending tokens at
+    once (a batch starting on its prompts), and no wider than any row still needs. A prompt
+    starting among rows that decode is read in pieces of that width.
+    """
+    half = sorted(pending, reverse=True)[(len(pending) - 1) // 2]
+    need = max(p + r for p, r in zip(pending, remaining))
+    return min(max(1 + draft, half), need)
+
+
+class _Batch:
+    """The prompts a model continues together, a row each, and the requests waiting.
+
+    Decoder-only models that `_InPlaceRows` fits decode with rolling rows: when a row's output
+    is complete, the next prompt takes its place at once, so every pass works on `rows` rows
+    while prompts wait. Other models (seq2seq ones) decode `rows` prompts at a time, with the
+    encoder's output and a `_RowCache`. Decoder-only rows start after the keys and values of
+    the shared prefix they share most tokens with.
+
+    `forward` feeds every row its pending tokens and then its draft, and gives per row the
+    logits that score the draft (one position more than the draft); `advance` moves each row
+    on by the draft tokens it accepted and sets what it feeds next (None: its output is
+    complete).
+    """
+
+    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int,
+                 prefixes: Sequence[SharedPrefix], rows: int, capacity: int) -> None:
+        self.model = model
+        self.prompts = prompts
+        self.pad_id = pad_id
+        self.prefixes = prefixes
+        self.size = rows
+        self.seq2seq = model.config.is_encoder_decoder
+        self.in_place = _InPlaceRows.fits(model)
+        self.active: List[int] = []  # the prompt of each row
+        self.pending: List[List[int]] = []  # the tokens each row feeds next
+        self.rows: Any = None
+        if self.in_place:
+            self.rows = _InPlaceRows(0, capacity)
+
+    def admit(self, queue: Deque[int]) -> None:
+        """Give rows to waiting prompts: rolling rows take prompts as rows free up (and the
+        rows left free when none waits are dropped); other batches start anew when empty."""
+        if self.in_place:
+            if len(self.active) < self.size and queue:  # the first rows
+                added = min(self.size - len(self.active), len(queue))
+                self.rows.add(added)
+                self.active += [-1] * added
+                self.pending += [[] for _ in range(added)]
+            for row in [row for row, i in enumerate(self.active) if i < 0]:
+                if not queue:
+                    break
+                i = queue.popleft()
+                prefix, length = _best_prefix(self.prefixes, self.prompts[i])
+                self.rows.admit(row, prefix, length)
+                self.active[row], self.pending[row] = i, list(self.prompts[i][length:])
+            if any(i < 0 for i in self.active):  # no prompt is left for these rows
+                kept = [row for row, i in enumerate(self.active) if i >= 0]
+                self.rows.select(kept)
+                self.active = [self.active[row] for row in kept]
+                self.pending = [self.pending[row] for row in kept]
+            return
+        if self.active or not queue:
+            return
+        self.active = [queue.popleft() for _ in range(min(self.size, len(queue)))]
+        prompts = [self.prompts[i] for i in self.active]
+        if self.seq2seq:
+            device = self.model.device
+            encoded = pad(prompts, self.pad_id, left=False)
+            self.encoder_mask = encoded["attention_mask"].to(device)
+            self.encoder_outputs = self.model.get_encoder()(
+                input_ids=encoded["input_ids"].to(device), attention_mask=self.encoder_mask
+            )
+            self.pending = [[self.model.config.decoder_start_token_id] for _ in prompts]
+            self.rows = _RowCache(EncoderDecoderCache(DynamicCache(), DynamicCache()), [0] * len(prompts))
+        else:
+            starts = [_best_prefix(self.prefixes, prompt) for prompt in prompts]
+            self.pending = [list(prompt[length:]) for prompt, (_, length) in zip(prompts, starts)]
+            self.rows = _RowCache.from_prefixes(starts)
+
+    def forward(self, takes: Sequence[int], drafts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Feed each row the first `takes[row]` of its pending tokens, then its draft: rows x
+        (longest draft + 1) x vocabulary, where position k of row r scores token k of its
+        draft (the positions past a short draft are padding)."""
+        model, device = self.model, self.model.device
+        feeds = [pending[:take] + list(draft)
+                 for pending, take, draft in zip(self.pending, takes, drafts)]
+        length = max(len(feed) for feed in feeds)
+        input_ids = torch.full((len(feeds), length), self.pad_id, dtype=torch.long)
+        for row, feed in enumerate(feeds):
+            input_ids[row, : len(feed)] = torch.tensor(feed)
+        mask, positions = self.rows.mask([len(feed) for feed in feeds], length)
+        if self.seq2seq:
+            logits = model(
+                encoder_outputs=self.encoder_outputs,
+                attention_mask=self.encoder_mask,
+                decoder_input_ids=input_ids.to(device),
+                decoder_attention_mask=mask.to(device),
+                past_key_values=self.rows.cache,
+                use_cache=True,
+            ).logits
+        else:
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=self.rows.cache,
+                use_cache=True,
+            ).logits
+        # each row's scores start where its pending tokens end: only those go to the CPU
+        firsts = torch.tensor([max(take - 1, 0) for take in takes])
+        span = max(len(draft) for draft in drafts) + 1
+        index = (firsts[:, None] + torch.arange(span)).clamp(max=length - 1).to(logits.device)
+        return logits.gather(1, index[:, :, None].expand(-1, -1, logits.shape[2])).float().cpu()
+
+    def advance(self, fed: List[int], pending: List[Optional[List[int]]]) -> None:
+        """Each row's cache keeps the first `fed[row]` tokens it was fed in this pass; it feeds
+        `pending[row]` next, or, None, its output is complete."""
+        going = [row for row, tokens in enumerate(pending) if tokens is not None]
+        if self.in_place:
+            self.rows.advance(going, [fed[row] for row in going])
+            for row, tokens in enumerate(pending):
+                self.pending[row] = tokens or []
+                if tokens is None:
+                    self.active[row] = -1
+            return
+        if going:
+            self.rows.keep(going, [fed[row] for row in going], self.model.device)
+            if self.seq2seq and len(going) < len(self.active):
+                select = torch.tensor(going, device=self.model.device)
+                self.encoder_mask = self.encoder_mask[select]
+                self.encoder_outputs.last_hidden_state = self.encoder_outputs.last_hidden_state[select]
+        self.active = [self.active[row] for row in going]
+        self.pending = [pending[row] for row in going]
+
+
+def _vocabulary(units: Sequence[Units]) -> List[int]:
+    """Every token an output under the copy constraint may hold."""
+    return sorted({t for row in units for unit in row for ids in unit.values() for t in ids})
 
 
 def copy_decode(
@@ -241,94 +636,50 @@ def copy_decode(
     prompts: Sequence[Sequence[int]],
     units: Sequence[Units],
     pad_id: int,
-    draft_tokens: int = 32,
+    draft_tokens: int = DRAFT_TOKENS,
+    *,
+    prefixes: Sequence[SharedPrefix] = (),
+    rows: Optional[int] = None,
 ) -> List[List[str]]:
     """Greedy decoding under the copy constraint, by draft and verify: the tags chosen for
-    each prompt's words. `prompts` are token ids (causal models continue them, seq2seq models
-    encode them); drafts are at most `draft_tokens` long.
+    each prompt's words. `prompts`
+    are token ids (causal models continue them, seq2seq models encode them), decoded `rows`
+    at a time (default: all), in order (put the longest first); drafts are at most
+    `draft_tokens` long. `prefixes` (decoder-only models): shared starts of prompts whose keys
+    and values are known.
 
-    Rows of a batch advance at their own pace: after each pass, every row keeps its accepted
-    tokens' keys and values and the cache is re-aligned to the right (masked padding on the
-    left), so nothing is computed twice. Relative positions stay exact under the shift.
+    Each pass feeds every row its pending tokens and a draft filling the pass's width (see
+    `draft_width`); rows keep their accepted tokens' keys and values, and a row whose output
+    is complete leaves at once, for the next prompt where rows roll (see `_Batch`).
     """
     states = [CopyState(u) for u in units]
-    active = [i for i, state in enumerate(states) if not state.done]
-    seq2seq = model.config.is_encoder_decoder
-    device = model.device
-    if not active:
+    queue = deque(i for i, state in enumerate(states) if not state.done)
+    if not queue:
         return [state.tags for state in states]
-    if seq2seq:
-        encoded = pad([prompts[i] for i in active], pad_id, left=False)
-        encoder_mask = encoded["attention_mask"].to(device)
-        with torch.inference_mode():
-            encoder_outputs = model.get_encoder()(
-                input_ids=encoded["input_ids"].to(device), attention_mask=encoder_mask
-            )
-        pending = {i: [model.config.decoder_start_token_id] for i in active}
-        cache: Any = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    else:
-        pending = {i: list(prompts[i]) for i in active}
-        cache = DynamicCache()
-    cached = {i: 0 for i in active}  # real positions in the cache, right-aligned
-    width = 0
-    vocabulary = sorted({t for row in units for unit in row for ids in unit.values() for t in ids})
-    with torch.inference_mode(), _output_head(model, vocabulary) as columns:
-        while active:
-            drafts = {i: states[i].draft(draft_tokens) for i in active}
-            feeds = [pending[i] + drafts[i] for i in active]
-            length = max(len(feed) for feed in feeds)
-            input_ids = torch.full((len(active), length), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(active), width + length), dtype=torch.long)
-            for row, (i, feed) in enumerate(zip(active, feeds)):
-                input_ids[row, : len(feed)] = torch.tensor(feed)
-                mask[row, width - cached[i] : width + len(feed)] = 1
-            if seq2seq:
-                logits = model(
-                    encoder_outputs=encoder_outputs,
-                    attention_mask=encoder_mask,
-                    decoder_input_ids=input_ids.to(device),
-                    decoder_attention_mask=mask.to(device),
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits
-            else:
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
-                logits = model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=positions.to(device),
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits
-            # only the positions that score a draft (not a prompt's) go to the CPU
-            skipped = min(len(pending[i]) for i in active) - 1
-            logits = logits[:, skipped:].float().cpu()
-            kept_rows, kept_positions = [], []
-            for row, i in enumerate(active):
-                state, draft = states[i], drafts[i]
-                first = len(pending[i]) - 1 - skipped  # logits predicting the draft's first token
-                scores = Scores(logits[row, first : first + len(draft) + 1], columns)
-                accepted = state.verify(draft, scores)
-                if state.done:
-                    continue
-                kept_rows.append(row)
-                kept_positions.append(
-                    list(range(width - cached[i], width + len(pending[i]) + accepted))
-                )
-                cached[i] = len(kept_positions[-1])
-                pending[i] = [state.tokens[-1]]
-            if not kept_rows:
+    capacity = max(len(prompts[i]) + output_length(units[i]) for i in queue)
+    with _decoding_mode(model, _vocabulary(units)) as columns:
+        batch = _Batch(model, prompts, pad_id, prefixes, rows or len(queue), capacity)
+        while True:
+            batch.admit(queue)
+            if not batch.active:
                 break
-            rows = torch.tensor(kept_rows, device=device)
-            if len(kept_rows) < len(active):
-                cache.batch_select_indices(rows)
-                if seq2seq:
-                    encoder_mask = encoder_mask[rows]
-                    encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state[rows]
-            active = [active[row] for row in kept_rows]
-            width = max(len(p) for p in kept_positions)
-            index = torch.tensor([[0] * (width - len(p)) + p for p in kept_positions], device=device)
-            _keep(cache, index)
+            width = draft_width([len(pending) for pending in batch.pending],
+                                [states[i].remaining for i in batch.active], draft_tokens)
+            takes = [min(len(pending), width) for pending in batch.pending]
+            drafts = [states[i].draft(width - take) if take == len(pending) else []
+                      for i, pending, take in zip(batch.active, batch.pending, takes)]
+            logits = batch.forward(takes, drafts)
+            fed: List[int] = []
+            pending: List[Optional[List[int]]] = []
+            for row, (i, draft, take) in enumerate(zip(batch.active, drafts, takes)):
+                if take < len(batch.pending[row]):  # still reading its prompt
+                    fed.append(take)
+                    pending.append(batch.pending[row][take:])
+                    continue
+                count = states[i].verify(draft, Scores(logits[row, : len(draft) + 1], columns))
+                fed.append(take + count)
+                pending.append(None if states[i].done else [states[i].tokens[-1]])
+            batch.advance(fed, pending)
     return [state.tags for state in states]
 
 

@@ -1,15 +1,26 @@
 """Batched generation with a Hugging Face model: token-budget batches sorted by length."""
 import logging
+from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any, List, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .decoding import Units, copy_constraint, copy_decode, output_length, pad, word_units
+from .decoding import (
+    SharedPrefix,
+    Units,
+    copy_constraint,
+    copy_decode,
+    encode_prefix,
+    output_length,
+    pad,
+    word_units,
+)
 from .models import check_dtype, load_model
-from .prompt import Request, build_target, encode_prompts
+from .prompt import Request, build_target, encode_prompt_start, encode_prompts
 
 logger = logging.getLogger(__name__)
+PREFIXES_KEPT = 4  # label sets whose shared prompt prefix stays cached
 
 
 def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -> List[List[int]]:
@@ -36,7 +47,10 @@ class HFGenerator:
     the most padded tokens (input + new tokens, times beams), in one `generate` call.
     prompt_format: how decoder-only models get the prompt ("inst", "chat_template", "plain").
     copy_aware: force the input words and choose only their tags (see `decoding`); requests
-    whose words the tokenizer cannot cut into units are generated freely.
+    whose words the tokenizer cannot cut into units are generated freely. Greedy copy-aware
+    decoding takes the requests of a call longest first, `batch_size` rows at a time, and
+    decoder-only models compute the keys and values of the prompt part that precedes the
+    sentence once per label set (`shared_prefixes`), not once per sentence.
     """
 
     def __init__(
@@ -45,7 +59,7 @@ class HFGenerator:
         *,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 8,
+        batch_size: int = 16,
         max_batch_tokens: int = 16384,
         num_beams: int = 1,
         prompt_format: str = "inst",
@@ -65,6 +79,8 @@ class HFGenerator:
         self.copy_aware = copy_aware
         self._model: Any = None
         self._tokenizer: Any = None
+        self._prefixes: "OrderedDict[Optional[Tuple[str, ...]], SharedPrefix]" = OrderedDict()
+        self._last_labels: List[Tuple[str, ...]] = []
 
     @property
     def loaded(self) -> bool:
@@ -72,6 +88,7 @@ class HFGenerator:
 
     def load(self) -> None:
         if self._model is None:
+            self._prefixes.clear()
             self._model, self._tokenizer = load_model(
                 self.name,
                 device=self.device,
@@ -102,13 +119,22 @@ class HFGenerator:
         new_tokens = [output_length(u) + 1 if u else r.max_new_tokens for r, u in zip(requests, units)]
         costs = [(len(ids) + new) * self.num_beams for ids, new in zip(input_ids, new_tokens)]
         outputs = [""] * len(requests)
-        for batch in plan_batches(costs, self.batch_size, self.max_batch_tokens):
+        greedy = [i for i in range(len(requests)) if units[i] and self.num_beams == 1]
+        if greedy:  # one rolling batch, longest first
+            greedy.sort(key=lambda i: costs[i], reverse=True)
+            rows = max(1, min(self.batch_size, self.max_batch_tokens // costs[greedy[0]]))
+            tags = copy_decode(self.model, [input_ids[i] for i in greedy], [units[i] for i in greedy],
+                               tokenizer.pad_token_id,
+                               prefixes=self.shared_prefixes([requests[i] for i in greedy]), rows=rows)
+            for i, row_tags in zip(greedy, tags):
+                outputs[i] = build_target(requests[i].words, row_tags)
+        others = [i for i in range(len(requests)) if i not in set(greedy)]
+        for batch in plan_batches([costs[i] for i in others], self.batch_size, self.max_batch_tokens):
+            batch = [others[k] for k in batch]
             copied = [i for i in batch if units[i]]
             free = [i for i in batch if not units[i]]
             if copied:
-                decoded = self._copy(
-                    [requests[i] for i in copied], [input_ids[i] for i in copied], [units[i] for i in copied]
-                )
+                decoded = self._beams([input_ids[i] for i in copied], [units[i] for i in copied])
                 for i, text in zip(copied, decoded):
                     outputs[i] = text
             if free:
@@ -117,14 +143,32 @@ class HFGenerator:
                     outputs[i] = text
         return outputs
 
-    def _copy(
-        self, requests: List[Request], input_ids: List[List[int]], units: List[Units]
-    ) -> List[str]:
-        """Copy-aware decoding: draft and verify for greedy search, else beam search under the
-        same constraint."""
-        if self.num_beams == 1:
-            tags = copy_decode(self.model, input_ids, units, self.tokenizer.pad_token_id)
-            return [build_target(r.words, t) for r, t in zip(requests, tags)]
+    def shared_prefixes(self, requests: Sequence[Request]) -> List[SharedPrefix]:
+        """The prompt prefixes whose keys and values decoding reuses for these requests
+        (decoder-only models; none for seq2seq models, whose encoder reads every prompt whole).
+
+        The part before the label list serves every label set; the part before the sentence
+        serves one label set: it is computed for those that two requests of the call share or
+        that an earlier call used, and kept for the last few label sets.
+        """
+        if not requests or self.model.config.is_encoder_decoder:
+            return []
+        counts = Counter(request.labels for request in requests)
+        wanted = [None] + [labels for labels, count in counts.items()
+                           if count > 1 or labels in self._last_labels or labels in self._prefixes]
+        self._last_labels = list(counts)
+        for key in wanted:
+            if key not in self._prefixes:
+                ids = encode_prompt_start(self.tokenizer, self.prompt_format, key)
+                self._prefixes[key] = encode_prefix(self.model, ids)
+            self._prefixes.move_to_end(key)
+        while len(self._prefixes) > PREFIXES_KEPT + 1:  # the label-free part stays
+            oldest = next(key for key in self._prefixes if key is not None)
+            del self._prefixes[oldest]
+        return [self._prefixes[key] for key in wanted]
+
+    def _beams(self, input_ids: List[List[int]], units: List[Units]) -> List[str]:
+        """Beam search under the copy constraint."""
         prefix = 1 if self.model.config.is_encoder_decoder else max(len(ids) for ids in input_ids)
         constraint = copy_constraint(units, prefix, self.tokenizer.eos_token_id)
         limit = max(output_length(u) for u in units) + 1  # and the end of sequence

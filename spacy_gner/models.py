@@ -42,12 +42,21 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether the device computes in bfloat16 natively: a GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX instructions (elsewhere bfloat16 is emulated, and slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return device.type == "cpu" and any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto" is bfloat16 on GPUs that support it and float32 elsewhere."""
+    """"auto" is bfloat16 where the device computes it natively (`native_bfloat16`), else
+    float32. On CPUs bfloat16 decodes 1.9x as fast as float32 with F1 within 0.5 of it
+    (README, Fast decoding)."""
     if check_dtype(dtype) == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
     return DTYPES[dtype]
 
 

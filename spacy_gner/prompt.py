@@ -65,6 +65,20 @@ def encode_prompts(
     return tokenizer(texts, add_special_tokens=prompt_format != "chat_template")["input_ids"]
 
 
+def encode_prompt_start(
+    tokenizer: Any, prompt_format: str, labels: Optional[Sequence[str]] = None
+) -> List[int]:
+    """The token ids that a decoder-only model's prompts start with: everything before the
+    sentence for these `labels` or, without labels, everything before the label list (the same
+    for every label set). Tokenized alone, so its last token may differ from the prompts'
+    (see `decoding.SharedPrefix.common_length`)."""
+    marker = "\u2063\u2063"  # invisible separators: no prompt holds them
+    prompt = build_prompt([marker], labels) if labels is not None else build_prompt(["."], [marker])
+    text = format_prompt(prompt, prompt_format, tokenizer)
+    start = text[: text.index(marker)].rstrip(" ")
+    return tokenizer(start, add_special_tokens=prompt_format != "chat_template")["input_ids"]
+
+
 @dataclass(frozen=True)
 class Request:
     """One chunk for the model: its words, the entity types, and the most tokens its output

@@ -5,8 +5,16 @@ import pytest
 import torch
 from support import LABELS, random_model, train_tokenizer
 
-from spacy_gner.decoding import CopyState, Scores, copy_constraint, copy_decode, pad, word_units
-from spacy_gner.prompt import Request, build_target
+from spacy_gner.decoding import (
+    CopyState,
+    Scores,
+    copy_constraint,
+    copy_decode,
+    encode_prefix,
+    pad,
+    word_units,
+)
+from spacy_gner.prompt import Request, build_target, encode_prompt_start, encode_prompts, format_prompt
 
 SENTENCES = [
     "John explored Tokyo and flew back to New York .".split(),
@@ -149,3 +157,68 @@ def test_pad_left_and_right():
     assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
     right = pad([[1, 2, 3], [4]], 0, left=False)
     assert right["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+LABEL_SETS = [("person", "location"), ("location", "person", "band"), ("band",)]
+
+
+def _fed_tokens(model):
+    """A counter of the token positions the model embeds, pass by pass."""
+    fed = []
+    model.get_input_embeddings().register_forward_hook(lambda _m, inputs, _o: fed.append(inputs[0].numel()))
+    return fed
+
+
+@pytest.mark.parametrize("prompt_format", ["inst", "plain", "chat_template"])
+def test_shared_prefixes_change_no_tag(prompt_format, tmp_path):
+    model, tokenizer = _random_model(tmp_path, "llama")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pad_id = tokenizer.pad_token_id
+    requests = [Request(tuple(words), labels, 100) for labels in LABEL_SETS for words in SENTENCES]
+    prompts = encode_prompts(tokenizer, [r.prompt for r in requests], prompt_format)
+    units = [word_units(tokenizer, r) for r in requests]
+    fed_alone = _fed_tokens(model)
+    expected = copy_decode(model, prompts, units, pad_id)
+    assert any(tag != "O" for tags in expected for tag in tags)
+
+    label_free = encode_prefix(model, encode_prompt_start(tokenizer, prompt_format))
+    own = {labels: encode_prefix(model, encode_prompt_start(tokenizer, prompt_format, labels))
+           for labels in LABEL_SETS}
+    for prompt, request in zip(prompts, requests):
+        # every prompt starts with the label-free prefix and its own label set's, but perhaps
+        # for their last token, and only its sentence is left to read
+        prefix = own[request.labels]
+        assert prefix.common_length(prompt) >= len(prefix.ids) - 1 > label_free.common_length(prompt)
+        assert label_free.common_length(prompt) >= len(label_free.ids) - 1
+        sentence = " " + " ".join(request.words)
+        text = format_prompt(request.prompt, prompt_format, tokenizer)
+        rest = tokenizer(text[text.index(sentence):], add_special_tokens=False)["input_ids"]
+        assert len(prompt) - prefix.common_length(prompt) <= len(rest) + 1
+    first_pass = fed_alone[0]
+    fed_alone.clear()
+    prefixes = [label_free, *own.values()]
+    assert copy_decode(model, prompts, units, pad_id, prefixes=prefixes) == expected
+    assert fed_alone[0] < first_pass / 2
+    alone = [copy_decode(model, [p], [u], pad_id, prefixes=[own[r.labels]])[0]
+             for p, u, r in zip(prompts, units, requests)]
+    assert alone == expected
+    label_free_only = [copy_decode(model, [p], [u], pad_id, prefixes=[label_free])[0]
+                       for p, u in zip(prompts, units)]
+    assert label_free_only == expected
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+def test_rows_rolling_or_in_turn_change_no_tag(kind, tmp_path):
+    """Two rows for eight prompts: causal rows are taken over by the next prompt as they
+    finish, seq2seq prompts go two at a time; the tags are those of all at once."""
+    model, tokenizer = _random_model(tmp_path, kind)
+    requests = [Request(tuple(words), labels, 100) for labels in LABEL_SETS[:2] for words in SENTENCES]
+    prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
+    units = [word_units(tokenizer, r) for r in requests]
+    together = copy_decode(model, prompts, units, tokenizer.pad_token_id, 3)
+    assert copy_decode(model, prompts, units, tokenizer.pad_token_id, 3, rows=2) == together
+    assert copy_decode(model, prompts, units, tokenizer.pad_token_id, 3, rows=1) == together

@@ -64,3 +64,24 @@ def test_an_output_cut_by_max_new_tokens_is_reported(tiny_t5, caplog):
 def test_invalid_settings():
     with pytest.raises(ValueError, match="positive"):
         HFGenerator("x", batch_size=0)
+
+
+def test_a_label_set_prefix_is_computed_once_and_kept_across_calls(tiny_llama, monkeypatch):
+    import spacy_gner.generation as generation
+
+    computed = []
+    encode = generation.encode_prefix
+    monkeypatch.setattr(generation, "encode_prefix", lambda model, ids: computed.append(ids) or encode(model, ids))
+    generator = HFGenerator(tiny_llama, device="cpu")
+    other = Request(("Mary", "visited", "Paris"), tuple(LABELS), 80)
+    first = generator([REQUEST, other])
+    assert len(computed) == 2  # the label-free part, then this label set's
+    assert generator([other, REQUEST]) == first[::-1] and len(computed) == 2
+    assert generator([other]) == first[1:] and len(computed) == 2
+    # one sentence of a new label set: only the label-free part serves it, until it comes again
+    swapped = Request(other.words, tuple(reversed(LABELS)), 80)
+    generator([swapped])
+    assert len(computed) == 2
+    generator([swapped])
+    assert len(computed) == 3
+    assert first[0].startswith(TARGET_START)

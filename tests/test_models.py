@@ -9,7 +9,7 @@ from support import INSTRUCTION_CORPUS, random_model, train_sentencepiece
 
 from spacy_gner import models
 from spacy_gner.generation import HFGenerator
-from spacy_gner.models import ModelLoadError, load_model, resolve_device, resolve_dtype
+from spacy_gner.models import ModelLoadError, load_model, native_bfloat16, resolve_device, resolve_dtype
 
 
 def test_missing_local_model_names_it_and_says_what_to_do(tmp_path):
@@ -42,7 +42,8 @@ def test_devices_and_dtypes():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:1")
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    native = torch.bfloat16 if native_bfloat16(torch.device("cpu")) else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == native
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="Unknown dtype"):
         resolve_dtype("float8", torch.device("cpu"))
@@ -114,3 +115,12 @@ def test_a_wrong_dtype_is_a_bad_value_before_anything_is_read(monkeypatch):
         assert not isinstance(error.value, ModelLoadError)
         assert "'fp16'" in str(error.value)
         assert "'auto'" in str(error.value) and "'bfloat16'" in str(error.value)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, torch.float32),
+                                                        (True, False, torch.bfloat16),
+                                                        (False, True, torch.bfloat16)])
+def test_auto_is_bfloat16_on_cpus_that_compute_it_natively(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
