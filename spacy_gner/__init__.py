@@ -3,10 +3,13 @@
 Importing this package (as spaCy does for the `gner` factory) loads neither torch nor
 transformers; models load on first use.
 """
+from . import forking  # noqa: F401  (registers its fork handler before workers are forked)
+from .batch import Summary, annotate
 from .chunking import Chunk, merge_chunk_entities, plan_chunks
 from .component import GNER, make_gner, normalize_labels
 from .matching import back_tokenize, hierarchical_match
 from .output import bio_to_spans, extract, repair_bio
+from .pipeline import load_pipeline
 from .prompt import INSTRUCTION, Request, build_prompt, build_target, format_prompt
 
 __version__ = "0.1.0"
@@ -28,4 +31,7 @@ __all__ = [
     "plan_chunks",
     "repair_bio",
     "Request",
+    "Summary",
+    "annotate",
+    "load_pipeline",
 ]

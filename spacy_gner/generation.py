@@ -16,7 +16,8 @@ from .decoding import (
     pad,
     word_units,
 )
-from .models import check_dtype, load_model
+from .forking import fork_safe_threads
+from .models import check_dtype, load_model, resolve_model
 from .prompt import Request, build_target, encode_prompt_start, encode_prompts
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -
 class HFGenerator:
     """Generates GNER outputs with a seq2seq or causal model, loaded on first use.
 
-    model: Hub name or local directory. batch_size / max_batch_tokens: the most sequences, and
-    the most padded tokens (input + new tokens, times beams), in one `generate` call.
+    model: Hub name, model directory, saved pipeline directory or "smollm2" (`resolve_model`).
+    batch_size / max_batch_tokens: the most sequences, and the most padded tokens (input + new
+    tokens, times beams), in one `generate` call.
     prompt_format: how decoder-only models get the prompt ("inst", "chat_template", "plain").
     copy_aware: force the input words and choose only their tags (see `decoding`); requests
     whose words the tokenizer cannot cut into units are generated freely. Greedy copy-aware
@@ -87,10 +89,11 @@ class HFGenerator:
         return self._model is not None
 
     def load(self) -> None:
+        fork_safe_threads()
         if self._model is None:
             self._prefixes.clear()
             self._model, self._tokenizer = load_model(
-                self.name,
+                resolve_model(self.name),
                 device=self.device,
                 dtype=self.dtype,
                 trust_remote_code=self.trust_remote_code,

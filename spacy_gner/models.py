@@ -15,6 +15,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from .pipeline import gner_components, is_pipeline_dir
+
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,8 +116,36 @@ def load_model(
 
 
 def resolve_model(name: Union[str, Path]) -> str:
-    """A model name or directory as given, with "smollm2" standing for `smollm2_path()`."""
-    return str(smollm2_path()) if str(name) == "smollm2" else str(name)
+    """The model directory or Hub name that `name` stands for.
+
+    "smollm2" is `smollm2_path()`; a saved spaCy pipeline directory (config.cfg) stands for
+    the model saved by its gner component (`DIR/<component>/model`); a model directory
+    (config.json) and anything else (a Hub name) are taken as given. A directory that is
+    neither, or a pipeline without one saved gner model, is a short ModelLoadError.
+    """
+    if str(name) == "smollm2":
+        return str(smollm2_path())
+    path = Path(name)
+    if not path.is_dir() or (path / "config.json").is_file():
+        return str(name)
+    if not is_pipeline_dir(path):
+        raise ModelLoadError(
+            f"{str(name)!r} is a directory, but neither a model directory (config.json, the "
+            f"tokenizer files and the weights) nor a saved spaCy pipeline (config.cfg)"
+        )
+    names = gner_components(path)
+    if len(names) != 1:
+        raise ModelLoadError(
+            f"the spaCy pipeline {str(name)!r} has {len(names)} gner components "
+            f"({', '.join(names) or 'none'}): expected one, whose model to use"
+        )
+    model = path / names[0] / "model"
+    if not (model / "config.json").is_file():
+        raise ModelLoadError(
+            f"the spaCy pipeline {str(name)!r} has no saved gner model: expected {model} "
+            f"with config.json (a pipeline saved with its model, as training.package writes)"
+        )
+    return str(model)
 
 
 def smollm2_path(cache_dir: Optional[Union[str, Path]] = None) -> Path:

@@ -5,6 +5,8 @@ import pytest
 import spacy
 from support import LABELS, scripted_config, tiny_model, train_tokenizer
 
+from spacy_gner.pipeline import load_pipeline
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end checks with real weights (run in CI)")
@@ -23,6 +25,17 @@ def scripted_nlp():
 def tiny_t5(tmp_path_factory) -> Path:
     """A directory with a tiny T5 that has memorised the John / Tokyo example."""
     return tiny_model(tmp_path_factory.mktemp("tiny-t5"), "t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_pipeline(tiny_t5, tmp_path_factory) -> Path:
+    """A saved pipeline directory (sentencizer + gner on tiny_t5, model inside), as
+    training.package writes one."""
+    nlp = load_pipeline(tiny_t5, labels=LABELS, device="cpu")
+    nlp.get_pipe("gner").initialize(lambda: [], nlp=nlp)
+    path = tmp_path_factory.mktemp("tiny-t5-pipeline")
+    nlp.to_disk(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,14 @@
 """Test support: a scripted fake model, a tokenizer trained here, tiny T5 / Llama models."""
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
+from spacy.language import Language
+from spacy.tokens import Doc, Span
 from spacy.util import registry
 
 from spacy_gner.prompt import INSTRUCTION, Request, build_prompt, build_target
@@ -21,9 +27,10 @@ class ScriptedGenerator:
 
     tokenizer = None
 
-    def __init__(self, responses: Dict[str, str], gazetteer: Dict[str, str]) -> None:
+    def __init__(self, responses: Dict[str, str], gazetteer: Dict[str, str], delay: float = 0.0) -> None:
         self.responses = responses
         self.gazetteer = {tuple(k.split()): v for k, v in gazetteer.items()}
+        self.delay = delay  # seconds per call, to stand for a slow model
         self.prompts: List[str] = []
         self.calls = 0
 
@@ -42,6 +49,7 @@ class ScriptedGenerator:
     def __call__(self, requests: List[Request]) -> List[str]:
         self.prompts.extend(request.prompt for request in requests)
         self.calls += 1
+        time.sleep(self.delay)
         outputs = []
         for request in requests:
             sentence = " ".join(request.words)
@@ -55,17 +63,31 @@ class ScriptedGenerator:
 
 @registry.misc("spacy-gner.test.ScriptedGenerator.v1")
 def make_scripted_generator(
-    responses: Dict[str, str] = {}, gazetteer: Dict[str, str] = {}
+    responses: Dict[str, str] = {}, gazetteer: Dict[str, str] = {}, delay: float = 0.0
 ) -> ScriptedGenerator:
-    return ScriptedGenerator(responses, gazetteer)
+    return ScriptedGenerator(responses, gazetteer, delay)
 
 
-def scripted_config(responses: Optional[Dict[str, str]] = None, **gazetteer: str) -> dict:
+def scripted_config(responses: Optional[Dict[str, str]] = None, delay: float = 0.0, **gazetteer: str) -> dict:
     return {
         "@misc": "spacy-gner.test.ScriptedGenerator.v1",
         "responses": responses or {},
         "gazetteer": {k.replace("_", " "): v for k, v in gazetteer.items()},
+        "delay": delay,
     }
+
+
+@Language.component("spacy_gner_test_span_scores")
+def span_scores(doc: Doc) -> Doc:
+    """Scores as the gner component will give them: every candidate in doc.spans["gner"],
+    attrs["scores"] aligned; here each entity scores its length / 10, and a candidate that
+    is not an entity (the first token, when it is none) scores 0.1."""
+    spans = list(doc.ents)
+    if len(doc) and not doc[0].ent_type_:
+        spans.insert(0, Span(doc, 0, 1, label="candidate"))
+    doc.spans["gner"] = spans
+    doc.spans["gner"].attrs["scores"] = [0.1 if s.label_ == "candidate" else len(s.text) / 10 for s in spans]
+    return doc
 
 
 # The training text of the test tokenizers: the prompt and target of one example, and
@@ -171,3 +193,47 @@ def tiny_model(directory: Path, kind: str) -> Path:
 
 def sentence_of(prompt: str) -> str:
     return re.split(r"\nSentence: ", prompt, maxsplit=1)[1]
+
+
+def run_process(command: Sequence[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command in its own process group and return its result; past `timeout` seconds
+    the whole group (the command's worker processes too) is killed and the test fails, so a
+    hang cannot block the test run."""
+    process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True, **kwargs)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        shown = " ".join(command)[:120]
+        raise AssertionError(f"{shown!r} ran past {timeout} s (hung?)\n{stderr[-2000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+SUPPORT = __file__  # for --code: registers the scripted generator in worker processes
+SENTENCES = ["John explored Tokyo.", "Mary visited Paris and New York.", "Nothing at all here.",
+             "John and Mary met in Tokyo."]
+
+
+def save_pipeline(path: Path, delay: float = 0.0, scores: bool = False) -> Path:
+    """A saved pipeline: sentencizer + gner with a scripted model knowing John, Mary (person),
+    Tokyo, Paris, New York (location); with `scores`, also scores as the component will give
+    them, in doc.spans["gner"]."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    generator = scripted_config(delay=delay, John="person", Mary="person", Tokyo="location",
+                                Paris="location", New_York="location")
+    nlp.add_pipe("gner", config={"labels": LABELS, "generator": generator})
+    if scores:
+        nlp.add_pipe("spacy_gner_test_span_scores")
+    nlp.to_disk(path)
+    return path
+
+
+def files(directory: Path) -> Dict[str, bytes]:
+    """Every file under a directory, by relative path: to compare outputs byte for byte."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes()
+            for p in Path(directory).rglob("*") if p.is_file()}

@@ -9,9 +9,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.slow
-def test_decoding_benchmark_prints_its_table(tiny_t5):
+def test_decoding_benchmark_prints_its_table(tiny_t5_pipeline):
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "decoding.py"), "--model", str(tiny_t5), "--n", "5",
+        [sys.executable, str(BENCHMARKS / "decoding.py"), "--model", str(tiny_t5_pipeline), "--n", "5",
          "--batch-size", "2", "--device", "cpu"],
         capture_output=True, text=True, timeout=600,
     )
@@ -28,3 +28,24 @@ def test_matching_benchmark_prints_its_table():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("x |") == 8
+
+
+@pytest.mark.slow
+def test_annotate_benchmark_prints_its_three_tables(tiny_t5_pipeline):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "annotate.py"), "--model", str(tiny_t5_pipeline),
+         "--n", "4", "--shard-size", "2", "--sim-n", "24", "--latency", "0.01",
+         "--sim-shard-size", "8", "--scaling", "1", "2", "--memory-lines", "20", "40"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ")]
+    real = [r for r in rows if len(r) == 6 and r[0].strip().isdigit()]
+    simulated = [r for r in rows if len(r) == 7 and r[0].strip() in ("processes", "ray")]
+    memory = [r for r in rows if len(r) == 3 and r[0].strip()[:1].isdigit()]
+    assert [r[0].strip() for r in real] == ["1", "2"]
+    assert [(r[0].strip(), r[1].strip()) for r in simulated] == [
+        ("processes", "1"), ("processes", "2"), ("ray", "1"), ("ray", "2")]
+    assert [r[0].strip() for r in memory] == ["20", "40"]
+    assert all(float(r[2]) > 0 for r in simulated)  # documents/s
+    assert "the same output from every worker count: True" in result.stdout

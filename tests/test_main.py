@@ -47,3 +47,22 @@ def test_no_texts_at_a_terminal_is_an_error(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["--labels", "person", "John explored Tokyo."])  # the text went to --labels
     assert "no texts: give them before the options" in capsys.readouterr().err
+
+
+def test_a_saved_pipeline_runs_as_it_is_with_the_labels_given(tiny_t5_pipeline, capsys):
+    main([TEXT, "--model", str(tiny_t5_pipeline)])
+    [record] = _records(capsys)
+    expected = spacy.load(tiny_t5_pipeline)(TEXT)
+    assert [(e["start"], e["end"], e["label"]) for e in record["ents"]] == [
+        (e.start_char, e.end_char, e.label_) for e in expected.ents]
+    main([TEXT, "--model", str(tiny_t5_pipeline), "--labels", "person"])
+    [record] = _records(capsys)
+    assert {e["label"] for e in record["ents"]} == {"person"}
+
+
+def test_a_directory_with_no_model_is_a_short_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([TEXT, "--model", str(tmp_path), "--labels", "person"])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("python -m spacy_gner: error: ") and "config.cfg" in error
+    assert len(error) < 300

@@ -5,11 +5,18 @@ import sys
 import pytest
 import spacy
 import torch
-from support import INSTRUCTION_CORPUS, random_model, train_sentencepiece
+from support import INSTRUCTION_CORPUS, LABELS, TRAIN_WORDS, random_model, scripted_config, train_sentencepiece
 
 from spacy_gner import models
 from spacy_gner.generation import HFGenerator
-from spacy_gner.models import ModelLoadError, load_model, native_bfloat16, resolve_device, resolve_dtype
+from spacy_gner.models import (
+    ModelLoadError,
+    load_model,
+    native_bfloat16,
+    resolve_device,
+    resolve_dtype,
+    resolve_model,
+)
 
 
 def test_missing_local_model_names_it_and_says_what_to_do(tmp_path):
@@ -115,6 +122,36 @@ def test_a_wrong_dtype_is_a_bad_value_before_anything_is_read(monkeypatch):
         assert not isinstance(error.value, ModelLoadError)
         assert "'fp16'" in str(error.value)
         assert "'auto'" in str(error.value) and "'bfloat16'" in str(error.value)
+
+
+def test_resolve_model_finds_the_model_inside_a_saved_pipeline(tiny_t5, tiny_t5_pipeline):
+    assert resolve_model(tiny_t5_pipeline) == str(tiny_t5_pipeline / "gner" / "model")
+    assert resolve_model(tiny_t5) == str(tiny_t5)
+    assert resolve_model("dyyyyyyyy/GNER-T5-base") == "dyyyyyyyy/GNER-T5-base"
+
+
+def test_a_component_given_a_pipeline_directory_runs_its_model(tiny_t5_pipeline):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("gner", config={"model": str(tiny_t5_pipeline), "labels": LABELS, "device": "cpu"})
+    text = " ".join(TRAIN_WORDS[:9])
+    expected = spacy.load(tiny_t5_pipeline)(text)
+    assert [(e.text, e.label_) for e in nlp(text).ents] == [(e.text, e.label_) for e in expected.ents]
+
+
+def test_directories_that_hold_no_model_are_short_errors_naming_what_was_expected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError) as error:
+        resolve_model(tmp_path / "empty")
+    message = str(error.value)
+    assert "config.json" in message and "config.cfg" in message and len(message) < 250
+    nlp = spacy.blank("en")  # a pipeline whose gner has no saved model (a scripted generator)
+    nlp.add_pipe("gner", config={"labels": LABELS, "generator": scripted_config()})
+    nlp.to_disk(tmp_path / "scripted")
+    with pytest.raises(ModelLoadError, match="has no saved gner model: expected .*gner/model"):
+        resolve_model(tmp_path / "scripted")
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    with pytest.raises(ModelLoadError, match="has 0 gner components"):
+        resolve_model(tmp_path / "blank")
 
 
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, torch.float32),

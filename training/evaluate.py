@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import spacy
 from spacy.language import Language
 from spacy.scorer import Scorer
 from spacy.tokens import Doc
@@ -29,9 +28,9 @@ from spacy.training import Example
 from spacy_gner import GNER
 from spacy_gner.component import RAW_OUTPUT_KEY
 from spacy_gner.metrics import paper_f1
+from spacy_gner.pipeline import load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
-from .package import build_pipeline
 from .prepare import cap_per_dataset, record_doc, shuffle_labels
 from .readers import bio_tags, read_bio_dirs, read_gner_jsonl
 from .records import Record
@@ -73,18 +72,6 @@ def load_datasets(
         records = cap_per_dataset(records, limit, seed)
     return [(name, [r for r in records if r.dataset == name])
             for name in dict.fromkeys(r.dataset for r in records)]
-
-
-def load_pipeline(model: str, device: str = "auto", prompt_format: str = "inst") -> Language:
-    """A saved pipeline directory as it is, or a model (directory, Hub name, "smollm2")
-    packaged on the fly with `build_pipeline`."""
-    if (Path(model) / "config.cfg").is_file():
-        config = spacy.util.load_config(Path(model) / "config.cfg")
-        overrides = {f"components.{name}.device": device
-                     for name, component in config["components"].items()
-                     if component.get("factory") == "gner"}
-        return spacy.load(model, config=overrides)
-    return build_pipeline(model, device=device, prompt_format=prompt_format)
 
 
 def gner_component(nlp: Language) -> GNER:
@@ -157,13 +144,15 @@ def average(per_dataset: Dict[str, Scores]) -> Scores:
 
 
 def evaluate(
-    models: Dict[str, str], datasets: Sequence[Dataset], device: str = "auto",
-    prompt_format: str = "inst",
+    models: Dict[str, str], datasets: Sequence[Dataset], device: Optional[str] = None,
+    prompt_format: Optional[str] = None,
 ) -> Scores:
-    """{model name: {"model", "datasets": {name: scores}, "average"}} for each named model."""
+    """{model name: {"model", "datasets": {name: scores}, "average"}} for each named model: a
+    saved pipeline directory as it is, or a model in a new pipeline (`load_pipeline`), with
+    `device` and `prompt_format` where given."""
     results = {}
     for name, model in models.items():
-        nlp = load_pipeline(model, device, prompt_format)
+        nlp = load_pipeline(model, device=device, prompt_format=prompt_format)
         per_dataset = {}
         for dataset, records in datasets:
             start = time.perf_counter()
@@ -222,9 +211,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         help="type order offered to each sentence of BIO directories: shuffled per sentence "
         "with --seed (the reference's protocol, default) or label.txt's; GNER .jsonl records "
         "keep their own order")
-    add("--device", default="auto", help="gner device: auto, cpu, cuda, cuda:1, ...")
-    add("--prompt-format", default="inst", choices=PROMPT_FORMATS,
-        help="models packaged on the fly: the prompt wrapping of causal models")
+    add("--device", help="gner device: auto, cpu, cuda, cuda:1, ... (default: a pipeline's "
+        "own, else auto)")
+    add("--prompt-format", choices=PROMPT_FORMATS, help="the prompt wrapping of causal models "
+        "(default: a pipeline's own, else inst)")
     add("--output", type=Path, help="write the metrics JSON here")
     add("--markdown", type=Path, help="write the markdown tables here")
     args = parser.parse_args(argv)

@@ -11,34 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-import spacy
-from spacy.language import Language
-
-from spacy_gner.models import resolve_model
+from spacy_gner.pipeline import load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
 DEFAULT_META = {"name": "gner_default", "version": "0.0.0"}
-
-
-def build_pipeline(
-    model: str,
-    labels: Sequence[str] = (),
-    *,
-    base: Optional[str] = None,
-    prompt_format: str = "inst",
-    device: str = "auto",
-) -> Language:
-    """A pipeline (blank `en` + sentencizer, or `base`) ending in `gner` on `model`; nothing
-    is loaded until `nlp.initialize()` or first use."""
-    if base:
-        nlp = spacy.load(base)
-    else:
-        nlp = spacy.blank("en")
-        nlp.add_pipe("sentencizer")
-    config = {"model": resolve_model(model), "labels": list(labels),
-              "prompt_format": prompt_format, "device": device}
-    nlp.add_pipe("gner", config=config)
-    return nlp
 
 
 def package(
@@ -47,11 +23,12 @@ def package(
     labels: Sequence[str],
     *,
     base: Optional[str] = None,
-    prompt_format: str = "inst",
+    prompt_format: Optional[str] = None,
     meta: Optional[Dict[str, Any]] = None,
 ) -> Path:
-    """Write the pipeline of `build_pipeline`, with the model's weights, to `output_dir`."""
-    nlp = build_pipeline(model, labels, base=base, prompt_format=prompt_format)
+    """Write the pipeline of `spacy_gner.pipeline.load_pipeline`, with the model's weights, to
+    `output_dir`."""
+    nlp = load_pipeline(model, labels=list(labels), base=base, prompt_format=prompt_format)
     # Only gner: initialising the whole pipeline would reset a base pipeline's trained weights
     nlp.get_pipe("gner").initialize(lambda: [], nlp=nlp)  # loads the weights `to_disk` saves
     defaults = {**DEFAULT_META, "description": f"Generative NER (GNER) with the model {model}"}
@@ -70,8 +47,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--labels", nargs="+", required=True, help="entity types, e.g. person")
     parser.add_argument("--base", help="a spaCy pipeline to add gner to "
                         "(default: blank en + sentencizer)")
-    parser.add_argument("--prompt-format", default="inst", choices=PROMPT_FORMATS,
-                        help="causal models: the prompt wrapping they were fine-tuned with")
+    parser.add_argument("--prompt-format", choices=PROMPT_FORMATS,
+                        help="causal models: the prompt wrapping they were fine-tuned with "
+                        "(default: inst)")
     parser.add_argument("--name", default=DEFAULT_META["name"], help="meta name")
     parser.add_argument("--version", default=DEFAULT_META["version"], help="meta version")
     parser.add_argument("--description", help="meta description")

@@ -29,6 +29,7 @@ from spacy.language import Language
 from spacy.tokens import DocBin, Token
 from spacy.vocab import Vocab
 
+from spacy_gner.corpus import Location
 from spacy_gner.output import repair_bio
 
 from .records import Record
@@ -41,21 +42,6 @@ _QUESTION = re.compile(r"What describes (.+) in the text\?")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _MAX_EXAMPLES = 10
 ENCODING = "utf-8-sig"  # UTF-8; a byte order mark at the start is not part of the text
-
-
-@dataclass(frozen=True)
-class Location:
-    """A place in an input file: its 1-based line and, in JSON arrays and DocBins, item."""
-
-    path: Path
-    line: Optional[int] = None
-    item: Optional[int] = None
-
-    def __str__(self) -> str:
-        parts = [str(self.path)]
-        parts += [f"line {self.line}"] if self.line is not None else []
-        parts += [f"item {self.item}"] if self.item is not None else []
-        return ", ".join(parts)
 
 
 class DataError(ValueError):

@@ -4,7 +4,8 @@ import shutil
 import spacy
 from support import LABELS, TRAIN_WORDS
 
-from training.package import build_pipeline, main
+from spacy_gner.pipeline import load_pipeline
+from training.package import main
 
 TEXT = " ".join(TRAIN_WORDS)
 
@@ -33,7 +34,7 @@ def test_package_writes_a_pipeline_that_loads_with_the_weights_inside(tiny_llama
 
 def test_packaged_pipeline_predicts_as_the_model_does(tiny_llama, tmp_path):
     main([str(tiny_llama), str(tmp_path / "pipeline"), "--labels", *LABELS])
-    expected = build_pipeline(str(tiny_llama), LABELS)(TEXT)
+    expected = load_pipeline(tiny_llama, labels=LABELS)(TEXT)
     doc = spacy.load(tmp_path / "pipeline")(TEXT)
     assert [(e.text, e.label_) for e in doc.ents] == [(e.text, e.label_) for e in expected.ents]
 

