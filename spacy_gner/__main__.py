@@ -20,7 +20,8 @@ import json
 import sys
 from typing import List, Optional
 
-from .component import DEFAULT_CONFIG, RAW_OUTPUT_KEY
+from .component import RAW_OUTPUT_KEY
+from .generators import DEFAULT_MODEL
 from .models import ModelLoadError
 from .pipeline import gner_pipes, load_pipeline, spans_key
 from .shards import doc_record
@@ -36,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("texts", nargs="*", help="texts (default: lines of standard input)")
     parser.add_argument("--labels", nargs="+", help="entity types, e.g. person location "
                         "(default: a saved pipeline's own)")
-    parser.add_argument("--model", default=DEFAULT_CONFIG["model"],
+    parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="Hub name, model or saved pipeline directory, or 'smollm2'")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (default: a saved "
                         "pipeline's own, else auto)")

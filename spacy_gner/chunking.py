@@ -7,11 +7,18 @@ in its core, the part of it nearest its middle, so an entity near a split is tak
 window that sees it whole.
 """
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc
 
-EntitySpan = Tuple[int, int, str]  # start, end (exclusive), label
+
+class Entity(NamedTuple):
+    """An entity candidate: token offsets (end exclusive), type, confidence (None: unscored)."""
+
+    start: int
+    end: int
+    label: str
+    score: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -68,37 +75,37 @@ def plan_chunks(doc: Doc, costs: Sequence[int], budget: int, overlap: int) -> Li
 
 
 def merge_chunk_entities(
-    chunks: Sequence[Chunk], entities: Sequence[Sequence[EntitySpan]]
-) -> List[EntitySpan]:
-    """Doc-level entities from each chunk's entities (spans over the chunk's word positions).
+    chunks: Sequence[Chunk], entities: Sequence[Sequence[Entity]]
+) -> List[Entity]:
+    """Doc-level entities from each chunk's entities (offsets are the chunk's word positions).
 
     A chunk keeps the entities that start in its core. One that runs into the cut end of its
     window yields to the next window's entity starting on the same token, which sees more of
     it. Whatever still overlaps is resolved longest first.
     """
-    doc_entities: List[List[EntitySpan]] = [
-        [(chunk.tokens[s], chunk.tokens[e - 1] + 1, label) for s, e, label in spans]
+    doc_entities: List[List[Entity]] = [
+        [Entity(chunk.tokens[e.start], chunk.tokens[e.end - 1] + 1, e.label, e.score) for e in spans]
         for chunk, spans in zip(chunks, entities)
     ]
-    kept: List[EntitySpan] = []
+    kept: List[Entity] = []
     for k, (chunk, spans) in enumerate(zip(chunks, doc_entities)):
-        for start, end, label in spans:
-            if not chunk.core_start <= start < chunk.core_end:
+        for entity in spans:
+            if not chunk.core_start <= entity.start < chunk.core_end:
                 continue
-            if chunk.cut_right and end == chunk.tokens[-1] + 1 and k + 1 < len(chunks):
-                longer = [span for span in doc_entities[k + 1] if span[0] == start]
+            if chunk.cut_right and entity.end == chunk.tokens[-1] + 1 and k + 1 < len(chunks):
+                longer = [other for other in doc_entities[k + 1] if other.start == entity.start]
                 if longer:
                     kept.append(longer[0])
                     continue
-            kept.append((start, end, label))
+            kept.append(entity)
     return _without_overlaps(kept)
 
 
-def _without_overlaps(spans: Iterable[EntitySpan]) -> List[EntitySpan]:
+def _without_overlaps(entities: Iterable[Entity]) -> List[Entity]:
     taken: set = set()
     result = []
-    for start, end, label in sorted(set(spans), key=lambda s: (s[0] - s[1], s[0])):
-        if not taken.intersection(range(start, end)):
-            result.append((start, end, label))
-            taken.update(range(start, end))
-    return sorted(result)
+    for entity in sorted(set(entities), key=lambda e: (e.start - e.end, e.start)):
+        if not taken.intersection(range(entity.start, entity.end)):
+            result.append(entity)
+            taken.update(range(entity.start, entity.end))
+    return sorted(result, key=lambda e: e.start)

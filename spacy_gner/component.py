@@ -1,109 +1,74 @@
-"""The `gner` pipeline component: Doc → GNER prompts → generation → matching → doc.ents."""
+"""The `gner` pipeline component: Doc → chunks → generator requests → scored entities.
+
+The component does the Doc-level work only: it cuts Docs into chunks that fit the generator
+(sentences, or overlapping windows), asks the generator for every chunk's tags, turns them
+into entity candidates with confidence scores, merges the chunks' candidates, and writes
+them to `doc.spans[spans_key]` (all candidates, with their scores) and `doc.ents` (those
+scoring at least `threshold`). The generator (see `spacy_gner.generators`) owns the model.
+"""
+import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Literal,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import srsly
+from spacy import util
 from spacy.language import Language
 from spacy.pipeline import Pipe
-from spacy.pipeline.span_ruler import (
-    prioritize_existing_ents_filter,
-    prioritize_new_ents_filter,
-)
-from spacy.tokens import Doc, Span
+from spacy.pipeline.span_ruler import prioritize_existing_ents_filter, prioritize_new_ents_filter
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
-from spacy.util import SimpleFrozenList, ensure_path, minibatch
+from spacy.util import SimpleFrozenList, minibatch
 
-from .chunking import Chunk, merge_chunk_entities, plan_chunks
-from .matching import hierarchical_match
-from .output import bio_to_spans, extract
-from .prompt import Request
+from .chunking import Chunk, Entity, merge_chunk_entities, plan_chunks
+from .generators import Generator, Loadable, Request, Result, Serializable
+from .output import bio_to_spans
+from .prompt import build_target
 
 Labels = Union[List[str], Dict[str, str]]
-Generator = Callable[[List[Request]], List[str]]
 RAW_OUTPUT_KEY = "gner_raw"
+DOC_LABELS = "gner_labels"  # Doc extension: the entity types offered for this Doc, in order
+SET_ENTS_MODES = ("replace", "keep", "overwrite", "condition")
 
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "model": "dyyyyyyyy/GNER-T5-base",
+    "generator": {"@gner_generators": "spacy-gner.HFGenerator.v1"},
     "labels": [],
-    "generator": None,
-    "device": "auto",
-    "dtype": "auto",
-    "batch_size": 16,
-    "max_batch_tokens": 16384,
-    "num_beams": 1,
-    "copy_aware": True,
-    "max_length": 640,
     "window_overlap": 32,
-    "prompt_format": "inst",
-    "trust_remote_code": False,
     "set_ents_mode": "replace",
+    "threshold": 0.0,
+    "spans_key": "gner",
     "store_raw": False,
     "scorer": {"@scorers": "spacy.ner_scorer.v1"},
 }
 
+if not Doc.has_extension(DOC_LABELS):
+    Doc.set_extension(DOC_LABELS, default=None)
+
 
 @Language.factory(
     "gner",
-    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type", "doc.spans"],
     default_config=DEFAULT_CONFIG,
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
 def make_gner(
     nlp: Language,
     name: str,
-    model: str,
+    generator: Generator,
     labels: Labels,
-    generator: Optional[Generator],
-    device: str,
-    dtype: str,
-    batch_size: int,
-    max_batch_tokens: int,
-    num_beams: int,
-    copy_aware: bool,
-    max_length: int,
     window_overlap: int,
-    prompt_format: Literal["inst", "chat_template", "plain"],
-    trust_remote_code: bool,
-    set_ents_mode: Literal["replace", "keep", "overwrite"],
+    set_ents_mode: Literal["replace", "keep", "overwrite", "condition"],
+    threshold: float,
+    spans_key: str,
     store_raw: bool,
     scorer: Optional[Callable],
 ) -> "GNER":
     """Create a `gner` component. Nothing is loaded until first use or `initialize`."""
     return GNER(
-        nlp.vocab,
-        name=name,
-        model=model,
-        labels=labels,
-        generator=generator,
-        generation={
-            "device": device,
-            "dtype": dtype,
-            "batch_size": batch_size,
-            "max_batch_tokens": max_batch_tokens,
-            "num_beams": num_beams,
-            "copy_aware": copy_aware,
-            "prompt_format": prompt_format,
-            "trust_remote_code": trust_remote_code,
-        },
-        max_length=max_length,
-        window_overlap=window_overlap,
-        set_ents_mode=set_ents_mode,
-        store_raw=store_raw,
-        scorer=scorer,
+        nlp.vocab, generator, name=name, labels=labels, window_overlap=window_overlap,
+        set_ents_mode=set_ents_mode, threshold=threshold, spans_key=spans_key,
+        store_raw=store_raw, scorer=scorer,
     )
 
 
@@ -134,54 +99,48 @@ def normalize_labels(labels: Labels) -> Dict[str, str]:
     return mapping
 
 
+def entity_score(probs: Sequence[float]) -> float:
+    """An entity's confidence from its words' tag probabilities: their product, the model's
+    probability of the entity's whole tag sequence given the words before it."""
+    return math.prod(probs)
+
+
 class GNER(Pipe):
     """Generative NER with a GNER model (Ding et al., 2024): every word of a sentence is
-    rewritten with its BIO tag, and the tags are matched back onto the Doc's tokens."""
+    rewritten with its BIO tag, and the tags become entities with confidence scores."""
 
     def __init__(
         self,
         vocab: Any,
+        generator: Generator,
         name: str = "gner",
         *,
-        model: str = DEFAULT_CONFIG["model"],
         labels: Optional[Labels] = None,
-        generator: Optional[Generator] = None,
-        generation: Optional[Dict[str, Any]] = None,
-        max_length: int = DEFAULT_CONFIG["max_length"],
         window_overlap: int = DEFAULT_CONFIG["window_overlap"],
         set_ents_mode: str = DEFAULT_CONFIG["set_ents_mode"],
+        threshold: float = DEFAULT_CONFIG["threshold"],
+        spans_key: str = DEFAULT_CONFIG["spans_key"],
         store_raw: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
-        if set_ents_mode not in ("replace", "keep", "overwrite"):
-            raise ValueError(f"Unknown set_ents_mode {set_ents_mode!r}")
-        if max_length < 1 or window_overlap < 0:
-            raise ValueError("max_length must be positive and window_overlap not negative")
+        if set_ents_mode not in SET_ENTS_MODES:
+            raise ValueError(f"Unknown set_ents_mode {set_ents_mode!r}: expected one of {SET_ENTS_MODES}")
+        if window_overlap < 0:
+            raise ValueError(f"window_overlap must not be negative, got {window_overlap}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold is a probability between 0 and 1, got {threshold}")
+        if not isinstance(generator, Generator):
+            raise TypeError(f"gner's generator must be a spacy_gner.Generator, got {generator!r}")
         self.vocab = vocab
+        self.generator = generator
         self.name = name
-        self.model_name = model
         self._labels = normalize_labels(labels or [])
-        self._generator = generator
-        self.generation = dict(generation or {})
-        self.max_length = max_length
         self.window_overlap = window_overlap
         self.set_ents_mode = set_ents_mode
+        self.threshold = threshold
+        self.spans_key = spans_key
         self.store_raw = store_raw
         self.scorer = scorer
-
-    @property
-    def generator(self) -> Generator:
-        """The text generator, a callable from Requests to output texts; by default a Hugging
-        Face model named by `model`."""
-        if self._generator is None:
-            from .generation import HFGenerator
-
-            self._generator = HFGenerator(self.model_name, **self.generation)
-        return self._generator
-
-    @property
-    def tokenizer(self) -> Any:
-        return getattr(self.generator, "tokenizer", None)
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -213,9 +172,8 @@ class GNER(Pipe):
         elif not self._labels:
             gold = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
             self._labels = normalize_labels({l: l.lower().replace("_", " ") for l in gold})
-        load = getattr(self.generator, "load", None)
-        if load is not None:
-            load()
+        if isinstance(self.generator, Loadable):
+            self.generator.load()
 
     def __call__(self, doc: Doc) -> Doc:
         return next(self.pipe([doc]))
@@ -229,69 +187,108 @@ class GNER(Pipe):
                 error_handler(self.name, self, docs, error)
             yield from docs
 
-    def _require_labels(self) -> List[str]:
+    def _names(self, doc: Doc) -> List[str]:
+        """The type names offered for a Doc: its own (`doc._.gner_labels`), else the labels."""
+        own = doc._.get(DOC_LABELS)
+        if own:
+            return [" ".join(str(name).split()) for name in own]
         if not self._labels:
             raise ValueError(
                 f"The '{self.name}' component has no labels. Set them in its config "
                 '(labels = ["person", "location"], or a mapping {"PERSON": "person"}), '
-                "with add_label, or by nlp.initialize on examples with gold entities."
+                "with add_label, by nlp.initialize on examples with gold entities, or per Doc "
+                f"in doc._.{DOC_LABELS}."
             )
         return list(self._labels.values())
 
-    def _token_counts(self, texts: Sequence[str]) -> List[int]:
-        tokenizer = self.tokenizer
-        if tokenizer is None or not texts:
-            return [1] * len(texts)
-        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [max(1, len(i)) for i in ids]
+    def _fixed(self, doc: Doc, names: Sequence[str]) -> Optional[List[Optional[str]]]:
+        """In "condition" mode: per token, the tag the Doc's entities force (None: the model's
+        choice). An entity of an offered type is forced as its tags; one of another type
+        as O, so its words are left as they are."""
+        if self.set_ents_mode != "condition" or not doc.ents:
+            return None
+        fixed: List[Optional[str]] = [None] * len(doc)
+        for ent in doc.ents:
+            name = self._labels.get(ent.label_, ent.label_)
+            if name in names:
+                fixed[ent.start : ent.end] = [f"B-{name}"] + [f"I-{name}"] * (len(ent) - 1)
+            else:
+                fixed[ent.start : ent.end] = ["O"] * len(ent)
+        return fixed
 
-    def _plan(self, doc: Doc, names: List[str]) -> Tuple[List[Chunk], List[int]]:
-        """The Doc's chunks and, per chunk, the new tokens its output may need."""
-        costs = [0] * len(doc)
+    def _requests(self, doc: Doc) -> Tuple[List[Chunk], List[Request]]:
+        """The Doc's chunks (fitting the generator's budget) and a request for each."""
+        names = self._names(doc)
         content = [t.i for t in doc if not t.is_space]
-        o_tag, widest_tag = self._token_counts(["(O)", max((f"(I-{n})" for n in names), key=len)])
-        for i, count in zip(content, self._token_counts([doc[i].text for i in content])):
-            costs[i] = count + o_tag
-        chunks = plan_chunks(doc, costs, self.max_length, self.window_overlap)
-        limits = [sum(costs[i] - o_tag + widest_tag for i in c.tokens) + 8 for c in chunks]
-        return chunks, limits
+        costs = [0] * len(doc)
+        word_costs, budget = self.generator.costs([doc[i].text for i in content], names)
+        for i, cost in zip(content, word_costs):
+            costs[i] = cost
+        chunks = plan_chunks(doc, costs, budget, self.window_overlap)
+        fixed = self._fixed(doc, names)
+        requests = [
+            Request(
+                tuple(doc[i].text for i in chunk.tokens), tuple(names),
+                tuple(fixed[i] for i in chunk.tokens) if fixed else (),
+            )
+            for chunk in chunks
+        ]
+        return chunks, requests
 
     def predict(self, docs: Iterable[Doc]) -> List[Dict[str, Any]]:
-        """Entities `(start, end, prompt name)` and, per chunk, the raw output and its
-        matched tags (one per word sent, before BIO repair) for each Doc."""
+        """Entity candidates `Entity(start, end, prompt name, score)` and the raw results of
+        each Doc's chunks."""
         docs = list(docs)
-        names = self._require_labels()
-        plans = [self._plan(doc, names) for doc in docs]
-        requests = [
-            Request(tuple(doc[i].text for i in chunk.tokens), tuple(names), limit)
-            for doc, (chunks, limits) in zip(docs, plans)
-            for chunk, limit in zip(chunks, limits)
-        ]
-        outputs = iter(self.generator(requests) if requests else [])
-        tokenizer = self.tokenizer
+        plans = [self._requests(doc) for doc in docs]
+        requests = [request for _, doc_requests in plans for request in doc_requests]
+        results = iter(self.generator(requests) if requests else [])
         predictions = []
-        for doc, (chunks, _) in zip(docs, plans):
+        for chunks, doc_requests in plans:
             raw, chunk_entities = [], []
-            for chunk in chunks:
-                text = next(outputs)
-                words = [doc[i].text for i in chunk.tokens]
-                pred_words, pred_tags = extract(text, names)
-                tags = hierarchical_match(words, pred_words, pred_tags, tokenizer)
-                chunk_entities.append(bio_to_spans(tags))
-                raw.append({"start": chunk.tokens[0], "end": chunk.tokens[-1] + 1,
-                            "output": text, "tags": tags})
-            entities = merge_chunk_entities(chunks, chunk_entities)
-            predictions.append({"entities": entities, "raw": raw})
+            for chunk, request in zip(chunks, doc_requests):
+                result = self._checked(next(results), request)
+                chunk_entities.append([
+                    Entity(start, end, name, None if result.probs is None
+                           else entity_score(result.probs[start:end]))
+                    for start, end, name in bio_to_spans(result.tags)
+                ])
+                raw.append({
+                    "start": chunk.tokens[0], "end": chunk.tokens[-1] + 1,
+                    "output": result.text if result.text is not None
+                    else build_target(request.words, result.tags),
+                    "tags": list(result.tags),
+                    "probs": None if result.probs is None else list(result.probs),
+                })
+            predictions.append({"entities": merge_chunk_entities(chunks, chunk_entities), "raw": raw})
         return predictions
 
+    def _checked(self, result: Result, request: Request) -> Result:
+        """The generator's result, if it keeps the contract: a tag allowed for every word."""
+        if len(result.tags) != len(request.words) or (
+            result.probs is not None and len(result.probs) != len(request.words)
+        ):
+            raise ValueError(f"{self.name}: the generator gave {len(result.tags)} tags for "
+                             f"{len(request.words)} words: {request.words!r}")
+        bad = [tag for k, tag in enumerate(result.tags) if tag not in request.allowed(k)]
+        if bad:
+            raise ValueError(f"{self.name}: the generator gave tags {bad!r}, which the request "
+                             f"does not allow (types {request.labels!r})")
+        return result
+
     def set_annotations(self, docs: Iterable[Doc], predictions: List[Dict[str, Any]]) -> None:
+        """Every candidate, with its score, in `doc.spans[spans_key]`; those scoring at least
+        `threshold` (or unscored) in `doc.ents`, by `set_ents_mode`."""
         labels = {name: label for label, name in self._labels.items()}
         for doc, prediction in zip(docs, predictions):
-            spans = [
-                Span(doc, start, end, label=labels[name])
-                for start, end, name in prediction["entities"]
-            ]
-            if self.set_ents_mode == "keep":
+            entities = prediction["entities"]
+            candidates = [Span(doc, e.start, e.end, label=labels.get(e.label, e.label)) for e in entities]
+            scores = [e.score for e in entities]
+            doc.spans[self.spans_key] = SpanGroup(
+                doc, name=self.spans_key, spans=candidates, attrs={"scores": scores}
+            )
+            spans = [span for span, score in zip(candidates, scores)
+                     if score is None or score >= self.threshold]
+            if self.set_ents_mode in ("keep", "condition"):
                 spans = prioritize_existing_ents_filter(doc.ents, spans)
             elif self.set_ents_mode == "overwrite":
                 spans = prioritize_new_ents_filter(doc.ents, spans)
@@ -299,7 +296,7 @@ class GNER(Pipe):
             if self.store_raw:
                 doc.user_data[RAW_OUTPUT_KEY] = prediction["raw"]
 
-    # Serialisation: the labels as "cfg", the model and tokenizer under "model".
+    # Serialisation: the labels as "cfg", the generator's files under "model".
 
     def _cfg(self) -> Dict[str, Any]:
         return {"labels": [[label, name] for label, name in self._labels.items()]}
@@ -307,43 +304,56 @@ class GNER(Pipe):
     def _set_cfg(self, cfg: Dict[str, Any]) -> None:
         self._labels = normalize_labels({label: name for label, name in cfg["labels"]})
 
-    def _saves_model(self, exclude: Iterable[str]) -> bool:
-        return "model" not in exclude and hasattr(self.generator, "to_disk")
-
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
-        path = ensure_path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "cfg", self._cfg())
-        if self._saves_model(exclude):
-            self.generator.to_disk(path / "model")
+        serializers: Dict[str, Callable[[Path], None]] = {
+            "cfg": lambda p: srsly.write_json(p, self._cfg()),
+        }
+        if isinstance(self.generator, Serializable):
+            serializers["model"] = self.generator.to_disk
+        util.to_disk(path, serializers, exclude)
 
     def from_disk(
         self, path: Union[str, Path], *, exclude: Iterable[str] = SimpleFrozenList()
     ) -> "GNER":
-        path = ensure_path(path)
-        self._set_cfg(srsly.read_json(path / "cfg"))
-        if (path / "model").is_dir() and "model" not in exclude and hasattr(self.generator, "from_disk"):
-            self.generator.from_disk(path / "model")
+        deserializers: Dict[str, Callable[[Path], Any]] = {
+            "cfg": lambda p: self._set_cfg(srsly.read_json(p)),
+        }
+        if isinstance(self.generator, Serializable):
+            deserializers["model"] = lambda p: self.generator.from_disk(p) if p.is_dir() else None
+        util.from_disk(path, deserializers, exclude)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = SimpleFrozenList()) -> bytes:
-        files: Dict[str, bytes] = {}
-        if self._saves_model(exclude):
-            with tempfile.TemporaryDirectory() as tmp:
-                self.generator.to_disk(tmp)
-                files = {
-                    str(f.relative_to(tmp)): f.read_bytes() for f in Path(tmp).rglob("*") if f.is_file()
-                }
-        return srsly.msgpack_dumps({"cfg": self._cfg(), "model": files})
+        serializers: Dict[str, Callable[[], bytes]] = {
+            "cfg": lambda: srsly.json_dumps(self._cfg()),
+        }
+        if isinstance(self.generator, Serializable):
+            serializers["model"] = lambda: _directory_bytes(self.generator.to_disk)
+        return util.to_bytes(serializers, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = SimpleFrozenList()) -> "GNER":
-        data = srsly.msgpack_loads(bytes_data)
-        self._set_cfg(data["cfg"])
-        if data["model"] and "model" not in exclude and hasattr(self.generator, "from_disk"):
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, content in data["model"].items():
-                    target = Path(tmp, name)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(content)
-                self.generator.from_disk(tmp)
+        deserializers: Dict[str, Callable[[bytes], Any]] = {
+            "cfg": lambda b: self._set_cfg(srsly.json_loads(b)),
+        }
+        if isinstance(self.generator, Serializable):
+            deserializers["model"] = lambda b: _from_directory_bytes(b, self.generator.from_disk)
+        util.from_bytes(bytes_data, deserializers, exclude)
         return self
+
+
+def _directory_bytes(write: Callable[[Path], None]) -> bytes:
+    """The files `write` puts in a directory, as bytes ({relative path: content})."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp))
+        return srsly.msgpack_dumps({str(f.relative_to(tmp)): f.read_bytes()
+                                    for f in Path(tmp).rglob("*") if f.is_file()})
+
+
+def _from_directory_bytes(data: bytes, read: Callable[[Path], Any]) -> None:
+    """Write the files of `_directory_bytes` to a directory and `read` it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in srsly.msgpack_loads(data).items():
+            target = Path(tmp, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        read(Path(tmp))

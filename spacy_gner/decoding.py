@@ -14,12 +14,8 @@ that point are not wasted: they show which later words the model would tag as en
 the next draft tags them so (Jacobi-style hints). The result is what greedy decoding
 restricted to the allowed tokens gives, in about one forward pass per entity instead of one
 per token; only the allowed tokens' rows of the output layer are computed.
-
-What a pass reads is kept to what it must: the keys and values of prompt parts that many
-prompts share are computed once (`SharedPrefix`), rows whose output is complete are taken
-over by waiting prompts (`_Batch`), and the KV cache of decoder-only models stays in place
-(`_InPlaceRows`) instead of being re-aligned after every pass (`_RowCache`).
 """
+import math
 from bisect import bisect_right
 from collections import deque
 from contextlib import contextmanager
@@ -29,14 +25,16 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoderCache
 
-from .prompt import Request, build_target
+from .generators import Request
+from .prompt import build_target
 
 Units = List[Dict[str, Tuple[int, ...]]]  # per word: {tag: token ids of "word(tag)"}
 DRAFT_TOKENS = 16  # the tokens a pass drafts (see `draft_width`)
 
 
 def word_units(tokenizer: Any, request: Request) -> Optional[Units]:
-    """The token ids of every `word(tag)` unit of the request's output, for every valid tag.
+    """The token ids of every `word(tag)` unit of the request's output, for every tag the
+    word may take (`Request.allowed`: a fixed tag is the only one).
 
     Cut from tokenizations of whole outputs (all words with one tag), so each unit is spelled
     as in context. None when the tokenizer has no offsets or a token spans two words.
@@ -66,13 +64,15 @@ def word_units(tokenizer: Any, request: Request) -> Optional[Units]:
             return None
         for unit, piece in zip(units, pieces):
             unit[tag] = tuple(piece)
+    if request.fixed:
+        units = [{tag: unit[tag] for tag in request.allowed(k)} for k, unit in enumerate(units)]
     return units
 
 
 class CopyState:
     """Where one output stands: the word being written, the tokens of its unit written so
-    far, the tags still possible for it, the tags chosen before, and hints: the tags the
-    model favoured for later words when it last read them in a draft."""
+    far, the tags still possible for it, the tags chosen before with their probabilities, and
+    hints: the tags the model favoured for later words when it last read them in a draft."""
 
     def __init__(self, units: Units) -> None:
         self.units = units
@@ -80,7 +80,9 @@ class CopyState:
         self.position = 0
         self.alive: List[str] = list(units[0]) if units else []
         self.tags: List[str] = []
+        self.probs: List[float] = []  # per chosen tag: the model's probability of it
         self.tokens: List[int] = []
+        self._logprob = 0.0  # of the current word's unit so far
         self.hints: Dict[int, List[str]] = {}
         self._plan: List[Tuple[int, str, int]] = []  # the last draft: (word, tag, start)
         self._longest = [0] * (len(units) + 1)  # most tokens the units from word k on take
@@ -135,16 +137,20 @@ class CopyState:
             tokens.extend(self.units[word][tag][skip:])
         return tokens[:limit]
 
-    def step(self, token: int) -> None:
+    def step(self, token: int, logprob: float = 0.0) -> None:
+        """Write the next token, whose log-probability among the allowed tokens is `logprob`."""
         unit = self.units[self.word]
         self.alive = [tag for tag in self.alive if unit[tag][self.position] == token]
         if not self.alive:
             raise ValueError(f"token {token} is not allowed after {self.tokens}")
         self.tokens.append(token)
         self.position += 1
+        self._logprob += logprob
         finished = [tag for tag in self.alive if len(unit[tag]) == self.position]
         if finished:
             self.tags.append(finished[0])
+            self.probs.append(math.exp(self._logprob))
+            self._logprob = 0.0
             self.hints.pop(self.word, None)
             self.word += 1
             self.position = 0
@@ -157,14 +163,20 @@ class CopyState:
         is one position more than the draft. Where the draft was rejected, the scores
         of the later words it held still give hints for their next draft."""
         for accepted, token in enumerate(draft):
-            choice = scores.best(accepted, self.allowed())
-            self.step(choice)
-            if choice != token:
+            choice = scores.choose(accepted, self.allowed())
+            self.step(*choice)
+            if choice[0] != token:
                 self._read_hints(scores, accepted)
                 return accepted
         if not self.done:
-            self.step(scores.best(len(draft), self.allowed()))
+            self.step(*scores.choose(len(draft), self.allowed()))
         return len(draft)
+
+    def follow(self, tokens: Sequence[int], scores: "Scores") -> None:
+        """Write `tokens` whatever the model prefers, with their probabilities: position k of
+        `scores` scores token k."""
+        for position, token in enumerate(tokens):
+            self.step(token, scores.logprob(position, self.allowed(), token))
 
     def _read_hints(self, scores: "Scores", rejected: int) -> None:
         """For each drafted word after the rejected token: the tags consistent with the
@@ -208,12 +220,30 @@ class Scores:
     def __len__(self) -> int:
         return self.logits.shape[0]
 
+    def _row(self, position: int, allowed: List[int]) -> torch.Tensor:
+        index = [self.columns[t] for t in allowed] if self.columns is not None else allowed
+        return self.logits[position, index]
+
     def best(self, position: int, allowed: List[int]) -> int:
         """The allowed token the model scores highest at a position."""
         if len(allowed) == 1:
             return allowed[0]
-        index = [self.columns[t] for t in allowed] if self.columns is not None else allowed
-        return allowed[int(torch.argmax(self.logits[position, index]))]
+        return allowed[int(torch.argmax(self._row(position, allowed)))]
+
+    def choose(self, position: int, allowed: List[int]) -> Tuple[int, float]:
+        """The best allowed token at a position, and its log-probability among them."""
+        if len(allowed) == 1:
+            return allowed[0], 0.0
+        row = self._row(position, allowed)
+        best = int(torch.argmax(row))
+        return allowed[best], float(row[best] - torch.logsumexp(row, 0))
+
+    def logprob(self, position: int, allowed: List[int], token: int) -> float:
+        """The log-probability of an allowed token among the allowed tokens at a position."""
+        if len(allowed) == 1:
+            return 0.0
+        row = self._row(position, allowed)
+        return float(row[allowed.index(token)] - torch.logsumexp(row, 0))
 
 
 @contextmanager
@@ -640,9 +670,9 @@ def copy_decode(
     *,
     prefixes: Sequence[SharedPrefix] = (),
     rows: Optional[int] = None,
-) -> List[List[str]]:
-    """Greedy decoding under the copy constraint, by draft and verify: the tags chosen for
-    each prompt's words. `prompts`
+) -> List[CopyState]:
+    """Greedy decoding under the copy constraint, by draft and verify: for each prompt, the
+    finished CopyState with the tags chosen for its words and their probabilities. `prompts`
     are token ids (causal models continue them, seq2seq models encode them), decoded `rows`
     at a time (default: all), in order (put the longest first); drafts are at most
     `draft_tokens` long. `prefixes` (decoder-only models): shared starts of prompts whose keys
@@ -655,7 +685,7 @@ def copy_decode(
     states = [CopyState(u) for u in units]
     queue = deque(i for i, state in enumerate(states) if not state.done)
     if not queue:
-        return [state.tags for state in states]
+        return states
     capacity = max(len(prompts[i]) + output_length(units[i]) for i in queue)
     with _decoding_mode(model, _vocabulary(units)) as columns:
         batch = _Batch(model, prompts, pad_id, prefixes, rows or len(queue), capacity)
@@ -680,7 +710,48 @@ def copy_decode(
                 fed.append(take + count)
                 pending.append(None if states[i].done else [states[i].tokens[-1]])
             batch.advance(fed, pending)
-    return [state.tags for state in states]
+    return states
+
+
+def score_tags(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    units: Sequence[Units],
+    tags: Sequence[Sequence[str]],
+    pad_id: int,
+    *,
+    prefixes: Sequence[SharedPrefix] = (),
+) -> List[List[float]]:
+    """The model's probability of each given tag under the copy constraint (normalised over
+    the allowed continuations, over all tokens of the tag), from one teacher-forced pass over
+    the outputs the tags spell: for outputs generated freely or by beam search."""
+    states = [CopyState(u) for u in units]
+    outputs = [[t for unit, tag in zip(row, row_tags) for t in unit[tag]]
+               for row, row_tags in zip(units, tags)]
+    queue = deque(i for i, output in enumerate(outputs) if output)
+    if queue:
+        with _decoding_mode(model, _vocabulary(units)) as columns:
+            batch = _Batch(model, prompts, pad_id, prefixes, len(queue),
+                           max(len(prompts[i]) + len(outputs[i]) for i in queue))
+            batch.admit(queue)
+            logits = batch.forward([len(p) for p in batch.pending], [outputs[i] for i in batch.active])
+            for row, i in enumerate(batch.active):
+                states[i].follow(outputs[i], Scores(logits[row, : len(outputs[i])], columns))
+    return [state.probs for state in states]
+
+
+def tags_of(units: Units, tokens: Sequence[int]) -> List[str]:
+    """The tags that an output's tokens spell under the copy constraint (tokens after the
+    last word are ignored); words it does not reach get their first allowed tag."""
+    state = CopyState(units)
+    for token in tokens:
+        if state.done:
+            break
+        try:
+            state.step(token)
+        except ValueError:  # a beam that beam search kept with a disallowed token
+            break
+    return state.tags + [next(iter(unit)) for unit in units[len(state.tags) :]]
 
 
 def output_length(units: Units) -> int:

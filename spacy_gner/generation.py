@@ -1,27 +1,27 @@
-"""Batched generation with a Hugging Face model: token-budget batches sorted by length."""
+"""Generation with a Hugging Face model: token-budget batches sorted by length, copy-aware
+decoding (or free generation matched back onto the words), per-word tag probabilities.
+
+`decoding` (and with it transformers) is imported on first use: spaCy creates the generator
+with its pipeline, which should stay quick.
+"""
 import logging
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .decoding import (
-    SharedPrefix,
-    Units,
-    copy_constraint,
-    copy_decode,
-    encode_prefix,
-    output_length,
-    pad,
-    word_units,
-)
 from .forking import fork_safe_threads
+from .generators import Request, Result, parse_output
 from .models import check_dtype, load_model, resolve_model
-from .prompt import Request, build_target, encode_prompt_start, encode_prompts
+from .prompt import encode_prompt_start, encode_prompts
+
+if TYPE_CHECKING:
+    from .decoding import SharedPrefix, Units
 
 logger = logging.getLogger(__name__)
 PREFIXES_KEPT = 4  # label sets whose shared prompt prefix stays cached
+FREE_MARGIN = 8  # new tokens a free output may take beyond its words with their widest tags
 
 
 def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -> List[List[int]]:
@@ -42,17 +42,19 @@ def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -
 
 
 class HFGenerator:
-    """Generates GNER outputs with a seq2seq or causal model, loaded on first use.
+    """A GNER generator on a Hugging Face seq2seq or causal model, loaded on first use.
 
-    model: Hub name, model directory, saved pipeline directory or "smollm2" (`resolve_model`).
-    batch_size / max_batch_tokens: the most sequences, and the most padded tokens (input + new
-    tokens, times beams), in one `generate` call.
-    prompt_format: how decoder-only models get the prompt ("inst", "chat_template", "plain").
-    copy_aware: force the input words and choose only their tags (see `decoding`); requests
-    whose words the tokenizer cannot cut into units are generated freely. Greedy copy-aware
-    decoding takes the requests of a call longest first, `batch_size` rows at a time, and
-    decoder-only models compute the keys and values of the prompt part that precedes the
-    sentence once per label set (`shared_prefixes`), not once per sentence.
+    model: Hub name, local directory, saved pipeline directory or "smollm2". batch_size /
+    max_batch_tokens: the most sequences, and the most padded tokens (input + new tokens,
+    times beams), decoded together. max_length: the most output tokens of one request (longer
+    chunks are split by the component, see `costs`). prompt_format: how decoder-only models get
+    the prompt ("inst", "chat_template", "plain"). copy_aware: force the input words and choose
+    only their tags (see `decoding`); otherwise outputs are generated freely and matched back
+    onto the words, as the reference implementation does (requests with fixed tags, and greedy
+    or beam search alike, are always decoded under the copy constraint where the tokenizer can
+    cut units). Decoder-only models compute the keys and values of the prompt part before the
+    sentence once per label set (`shared_prefixes`). Results carry each tag's probability:
+    from the decoding scores, or from one teacher-forced pass over freely generated outputs.
     """
 
     def __init__(
@@ -64,21 +66,23 @@ class HFGenerator:
         batch_size: int = 16,
         max_batch_tokens: int = 16384,
         num_beams: int = 1,
+        copy_aware: bool = True,
+        max_length: int = 640,
         prompt_format: str = "inst",
         trust_remote_code: bool = False,
-        copy_aware: bool = True,
     ) -> None:
-        if batch_size < 1 or max_batch_tokens < 1 or num_beams < 1:
-            raise ValueError("batch_size, max_batch_tokens and num_beams must be positive")
+        if min(batch_size, max_batch_tokens, num_beams, max_length) < 1:
+            raise ValueError("batch_size, max_batch_tokens, num_beams and max_length must be positive")
         self.name = str(model)
         self.device = device
         self.dtype = check_dtype(dtype)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.num_beams = num_beams
+        self.copy_aware = copy_aware
+        self.max_length = max_length
         self.prompt_format = prompt_format
         self.trust_remote_code = trust_remote_code
-        self.copy_aware = copy_aware
         self._model: Any = None
         self._tokenizer: Any = None
         self._prefixes: "OrderedDict[Optional[Tuple[str, ...]], SharedPrefix]" = OrderedDict()
@@ -114,39 +118,56 @@ class HFGenerator:
         seq2seq = self.model.config.is_encoder_decoder
         return encode_prompts(self.tokenizer, prompts, None if seq2seq else self.prompt_format)
 
-    def __call__(self, requests: Sequence[Request]) -> List[str]:
-        """Generate one output text per request."""
-        tokenizer = self.tokenizer
-        input_ids = self.encode([request.prompt for request in requests])
-        units = [word_units(tokenizer, r) if self.copy_aware else None for r in requests]
-        new_tokens = [output_length(u) + 1 if u else r.max_new_tokens for r, u in zip(requests, units)]
-        costs = [(len(ids) + new) * self.num_beams for ids, new in zip(input_ids, new_tokens)]
-        outputs = [""] * len(requests)
-        greedy = [i for i in range(len(requests)) if units[i] and self.num_beams == 1]
+    def costs(self, words: Sequence[str], labels: Sequence[str]) -> Tuple[List[int], int]:
+        """Each word's tokens in an output where it is tagged O, and `max_length`."""
+        if not words:
+            return [], self.max_length
+        counts = self.tokenizer([f"{word}(O)" for word in words], add_special_tokens=False)
+        return [max(1, len(ids)) for ids in counts["input_ids"]], self.max_length
+
+    def __call__(self, requests: Sequence[Request]) -> List[Result]:
+        """One Result per request: its tags, their probabilities and, for free generation,
+        the generated text."""
+        from .decoding import word_units
+        prompts = self.encode([request.prompt for request in requests])
+        units = [word_units(self.tokenizer, request) for request in requests]
+        copied = [u is not None and (self.copy_aware or bool(r.fixed)) for r, u in zip(requests, units)]
+        new_tokens = [self._new_tokens(r, u, c) for r, u, c in zip(requests, units, copied)]
+        costs = [(len(ids) + new) * self.num_beams for ids, new in zip(prompts, new_tokens)]
+        prefixes = self.shared_prefixes([r for r, u in zip(requests, units) if u])
+        results: List[Optional[Result]] = [None] * len(requests)
+        greedy = [i for i in range(len(requests)) if copied[i] and self.num_beams == 1]
         if greedy:  # one rolling batch, longest first
             greedy.sort(key=lambda i: costs[i], reverse=True)
             rows = max(1, min(self.batch_size, self.max_batch_tokens // costs[greedy[0]]))
-            tags = copy_decode(self.model, [input_ids[i] for i in greedy], [units[i] for i in greedy],
-                               tokenizer.pad_token_id,
-                               prefixes=self.shared_prefixes([requests[i] for i in greedy]), rows=rows)
-            for i, row_tags in zip(greedy, tags):
-                outputs[i] = build_target(requests[i].words, row_tags)
+            for i, result in zip(greedy, self._greedy([prompts[i] for i in greedy],
+                                                      [units[i] for i in greedy], prefixes, rows)):
+                results[i] = result
         others = [i for i in range(len(requests)) if i not in set(greedy)]
         for batch in plan_batches([costs[i] for i in others], self.batch_size, self.max_batch_tokens):
             batch = [others[k] for k in batch]
-            copied = [i for i in batch if units[i]]
-            free = [i for i in batch if not units[i]]
-            if copied:
-                decoded = self._beams([input_ids[i] for i in copied], [units[i] for i in copied])
-                for i, text in zip(copied, decoded):
-                    outputs[i] = text
-            if free:
-                limit = max(requests[i].max_new_tokens for i in free)
-                for i, text in zip(free, self._generate([input_ids[i] for i in free], limit)):
-                    outputs[i] = text
-        return outputs
+            for group, decode in (([i for i in batch if copied[i]], self._beams),
+                                  ([i for i in batch if not copied[i]], self._free)):
+                if group:
+                    decoded = decode([requests[i] for i in group], [prompts[i] for i in group],
+                                     [units[i] for i in group], [new_tokens[i] for i in group],
+                                     prefixes)
+                    for i, result in zip(group, decoded):
+                        results[i] = result
+        return results  # type: ignore[return-value]
 
-    def shared_prefixes(self, requests: Sequence[Request]) -> List[SharedPrefix]:
+    def _new_tokens(self, request: Request, units: Optional["Units"], copied: bool) -> int:
+        """The most new tokens a request's output may take: exact under the copy constraint
+        (and the end of sequence), else its words with their widest tags and a margin."""
+        from .decoding import output_length
+        if units:
+            return output_length(units) + (1 if copied else FREE_MARGIN)
+        widest = max(request.tags, key=len)
+        counts = self.tokenizer([f"{word}({widest})" for word in request.words] or [""],
+                                add_special_tokens=False)["input_ids"]
+        return sum(len(ids) + 1 for ids in counts) + FREE_MARGIN
+
+    def shared_prefixes(self, requests: Sequence[Request]) -> List["SharedPrefix"]:
         """The prompt prefixes whose keys and values decoding reuses for these requests
         (decoder-only models; none for seq2seq models, whose encoder reads every prompt whole).
 
@@ -154,6 +175,8 @@ class HFGenerator:
         serves one label set: it is computed for those that two requests of the call share or
         that an earlier call used, and kept for the last few label sets.
         """
+        from .decoding import encode_prefix
+
         if not requests or self.model.config.is_encoder_decoder:
             return []
         counts = Counter(request.labels for request in requests)
@@ -170,16 +193,60 @@ class HFGenerator:
             del self._prefixes[oldest]
         return [self._prefixes[key] for key in wanted]
 
-    def _beams(self, input_ids: List[List[int]], units: List[Units]) -> List[str]:
-        """Beam search under the copy constraint."""
-        prefix = 1 if self.model.config.is_encoder_decoder else max(len(ids) for ids in input_ids)
-        constraint = copy_constraint(units, prefix, self.tokenizer.eos_token_id)
-        limit = max(output_length(u) for u in units) + 1  # and the end of sequence
-        return self._generate(input_ids, limit, prefix_allowed_tokens_fn=constraint)
+    def _greedy(self, prompts: List[List[int]], units: List["Units"],
+                prefixes: Sequence["SharedPrefix"], rows: int) -> List[Result]:
+        """Copy-aware greedy decoding, by draft and verify (`decoding.copy_decode`)."""
+        from .decoding import copy_decode
 
-    def _generate(self, input_ids: List[List[int]], max_new_tokens: int, **kwargs: Any) -> List[str]:
+        states = copy_decode(self.model, prompts, units, self.tokenizer.pad_token_id,
+                             prefixes=prefixes, rows=rows)
+        return [Result(tuple(s.tags), tuple(s.probs)) for s in states]
+
+    def _beams(
+        self, requests: List[Request], prompts: List[List[int]], units: List["Units"],
+        new_tokens: List[int], prefixes: Sequence["SharedPrefix"],
+    ) -> List[Result]:
+        """Beam search under the copy constraint, its tags then scored."""
+        from .decoding import copy_constraint, score_tags, tags_of
+
+        start = 1 if self.model.config.is_encoder_decoder else max(len(ids) for ids in prompts)
+        constraint = copy_constraint(units, start, self.tokenizer.eos_token_id)
+        generated = self._generate(prompts, max(new_tokens), constraint)
+        tags = [tags_of(row_units, tokens) for row_units, tokens in zip(units, generated)]
+        probs = score_tags(self.model, prompts, units, tags, self.tokenizer.pad_token_id,
+                           prefixes=prefixes)
+        return [Result(tuple(t), tuple(p)) for t, p in zip(tags, probs)]
+
+    def _free(
+        self, requests: List[Request], prompts: List[List[int]], units: List[Optional["Units"]],
+        new_tokens: List[int], prefixes: Sequence["SharedPrefix"],
+    ) -> List[Result]:
+        """Free generation, each output matched back onto its words (`parse_output`) and, where
+        the tokenizer cuts units, its tags scored by one teacher-forced pass."""
+        from .decoding import score_tags
+
+        tokenizer = self.tokenizer
+        generated = self._generate(prompts, max(new_tokens))
+        texts = tokenizer.batch_decode(generated, skip_special_tokens=True,
+                                       clean_up_tokenization_spaces=False)
+        results = [parse_output(r, text, tokenizer) for r, text in zip(requests, texts)]
+        scored = [k for k, u in enumerate(units) if u]
+        if scored:
+            probs = score_tags(self.model, [prompts[k] for k in scored], [units[k] for k in scored],
+                               [results[k].tags for k in scored], tokenizer.pad_token_id,
+                               prefixes=prefixes)
+            for k, p in zip(scored, probs):
+                results[k] = Result(results[k].tags, tuple(p), results[k].text)
+        return results
+
+    def _generate(self, prompts: List[List[int]], max_new_tokens: int,
+                  constraint: Any = None) -> List[List[int]]:
+        """Hugging Face `generate` (greedy or beam search), optionally constrained: the new
+        token ids of each row."""
+        from .decoding import pad
+
         tokenizer, model = self.tokenizer, self.model
-        encoded = pad(input_ids, tokenizer.pad_token_id, tokenizer.padding_side == "left")
+        encoded = pad(prompts, tokenizer.pad_token_id, tokenizer.padding_side == "left")
         encoded = {key: value.to(model.device) for key, value in encoded.items()}
         with torch.inference_mode():
             generated = model.generate(
@@ -188,14 +255,14 @@ class HFGenerator:
                 num_beams=self.num_beams,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
-                **kwargs,
+                prefix_allowed_tokens_fn=constraint,
             )
         if not model.config.is_encoder_decoder:
             generated = generated[:, encoded["input_ids"].shape[1] :]
+        elif model.config.decoder_start_token_id is not None:
+            generated = generated[:, 1:]
         self._warn_if_cut(generated, max_new_tokens)
-        return tokenizer.batch_decode(
-            generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return generated.tolist()
 
     def _warn_if_cut(self, generated: "torch.Tensor", max_new_tokens: int) -> None:
         eos = self.model.generation_config.eos_token_id

@@ -3,16 +3,21 @@
 `.models` (torch, transformers) is imported only where a model is resolved, so a saved pipeline
 whose gner has a registered generator loads without them.
 """
+import inspect
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import spacy
 from spacy.language import Language
 from spacy.util import load_config
 
-from .component import GNER, Labels
+from .component import DEFAULT_CONFIG, GNER, Labels
 
-SPANS_KEY = "gner"  # where a gner component without a `spans_key` would put scored candidates
+from .generators import make_hf_generator
+
+# The settings of the default generator, spacy-gner.HFGenerator.v1, besides its model.
+GENERATOR_SETTINGS = tuple(name for name in inspect.signature(make_hf_generator).parameters
+                           if name != "model")
 
 
 def is_pipeline_dir(path: Union[str, Path]) -> bool:
@@ -36,28 +41,28 @@ def load_pipeline(
 ) -> Language:
     """A pipeline whose gner component runs `model`.
 
-    A saved pipeline directory (config.cfg) loads as it is, with its own components and
-    sentence boundaries; only what is given here replaces its gner components' own: `labels`
-    and the gner config settings (`device="cpu"`, `store_raw=True`, ...) that are not None.
-    Anything else (a model directory, Hub name or "smollm2", see `resolve_model`) becomes a gner
-    component with `labels` and the settings, added to `base` (a pipeline name or directory)
-    or to a blank English pipeline with a sentencizer; its model loads on first use.
+    `settings` that are not None replace the gner component's own: its config keys
+    (`store_raw=True`, `threshold=0.5`, ...) and its generator's (`device="cpu"`,
+    `prompt_format="plain"`, ...; see `spacy-gner.HFGenerator.v1`), routed to the generator
+    block. A saved pipeline directory (config.cfg) loads as it is, with its own components and
+    sentence boundaries, and only what is given here replaces its gner components' settings
+    and `labels`. Anything else (a model directory, Hub name or "smollm2", see `resolve_model`)
+    becomes a gner component on an HFGenerator with `labels` and the settings, added to `base`
+    (a pipeline name or directory) or to a blank English pipeline with a sentencizer; its model
+    loads on first use.
     """
     settings = {key: value for key, value in settings.items() if value is not None}
+    unknown = sorted(set(settings) - set(DEFAULT_CONFIG) - set(GENERATOR_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown gner setting(s) {unknown}: expected one of "
+                         f"{sorted(set(DEFAULT_CONFIG) | set(GENERATOR_SETTINGS))}")
     if is_pipeline_dir(model):
         if base:
             raise ValueError(f"{str(model)!r} is a saved pipeline: it takes no base pipeline")
-        names = gner_components(model)
-        if not names:
-            from .models import ModelLoadError
-
-            raise ModelLoadError(f"the spaCy pipeline {str(model)!r} has no gner component")
-        overrides = {f"components.{name}.{key}": value
-                     for name in names for key, value in settings.items()}
-        nlp = spacy.load(model, config=overrides)
+        nlp = spacy.load(model, config=saved_overrides(Path(model), settings))
         if labels is not None:  # the saved labels were read by from_disk; these replace them
-            for name in names:
-                nlp.get_pipe(name).initialize(lambda: [], nlp=nlp, labels=labels)
+            for pipe in gner_pipes(nlp):
+                pipe.initialize(lambda: [], nlp=nlp, labels=labels)
         return nlp
     from .models import resolve_model
 
@@ -66,11 +71,35 @@ def load_pipeline(
     else:
         nlp = spacy.blank("en")
         nlp.add_pipe("sentencizer")
-    config = {"model": resolve_model(model), **settings}
+    generator = {key: settings.pop(key) for key in GENERATOR_SETTINGS if key in settings}
+    config: Dict[str, Any] = {"generator": {"model": resolve_model(model), **generator}, **settings}
     if labels is not None:
         config["labels"] = labels
     nlp.add_pipe("gner", config=config)
     return nlp
+
+
+def saved_overrides(pipeline_dir: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Config overrides that give a saved pipeline's gner components `settings`; a generator
+    setting its generator block does not have (a custom generator) is an error, not ignored."""
+    config = load_config(pipeline_dir / "config.cfg", interpolate=False)
+    names = gner_components(pipeline_dir)
+    if not names:
+        from .models import ModelLoadError
+
+        raise ModelLoadError(f"the spaCy pipeline {str(pipeline_dir)!r} has no gner component")
+    overrides = {}
+    for name in names:
+        generator = config["components"][name].get("generator", {})
+        for key, value in settings.items():
+            if key not in GENERATOR_SETTINGS:
+                overrides[f"components.{name}.{key}"] = value
+            elif key in generator:
+                overrides[f"components.{name}.generator.{key}"] = value
+            else:
+                raise ValueError(f"the generator of {name!r} in {str(pipeline_dir)!r} "
+                                 f"({generator.get('@gner_generators')}) takes no {key!r}")
+    return overrides
 
 
 def gner_pipes(nlp: Language) -> List[GNER]:
@@ -80,6 +109,6 @@ def gner_pipes(nlp: Language) -> List[GNER]:
 
 def spans_key(nlp: Language) -> str:
     """The span group holding the scored candidate entities of the pipeline's (last) gner
-    component, `doc.spans[key]` with attrs["scores"]: its `spans_key`, by default "gner"."""
+    component: `doc.spans[key]` with attrs["scores"]."""
     pipes = gner_pipes(nlp)
-    return getattr(pipes[-1], "spans_key", SPANS_KEY) if pipes else SPANS_KEY
+    return pipes[-1].spans_key if pipes else DEFAULT_CONFIG["spans_key"]

@@ -1,6 +1,5 @@
 """The GNER instruction prompt and target strings, byte-identical to the reference."""
-from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence
 
 INSTRUCTION = (
     "Please analyze the sentence provided, identifying the type of entity for each word "
@@ -77,22 +76,3 @@ def encode_prompt_start(
     text = format_prompt(prompt, prompt_format, tokenizer)
     start = text[: text.index(marker)].rstrip(" ")
     return tokenizer(start, add_special_tokens=prompt_format != "chat_template")["input_ids"]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One chunk for the model: its words, the entity types, and the most tokens its output
-    may take."""
-
-    words: Tuple[str, ...]
-    labels: Tuple[str, ...]
-    max_new_tokens: int
-
-    @property
-    def prompt(self) -> str:
-        return build_prompt(self.words, self.labels)
-
-    @property
-    def tags(self) -> Tuple[str, ...]:
-        """Every valid tag: O, then B- and I- of each type."""
-        return ("O",) + tuple(f"{p}-{label}" for label in self.labels for p in "BI")

@@ -80,13 +80,14 @@ def doc_record(doc: Doc, fields: Optional[Dict[str, Any]] = None, text_field: st
                spans_key: Optional[str] = None) -> Dict[str, Any]:
     """The JSON form of an annotated Doc: its text (under `text_field`), the input's other
     `fields`, and `ents` with character offsets, label and text, and each entity's `score`
-    where the Doc has scored spans in `doc.spans[spans_key]` (attrs["scores"])."""
+    where the Doc has scored spans in `doc.spans[spans_key]` (attrs["scores"]; None: unscored)."""
     scores: Dict[Tuple[int, int, str], float] = {}
     if spans_key and spans_key in doc.spans:
         group = doc.spans[spans_key]
         values = group.attrs.get("scores")
         if values is not None:
-            scores = {(s.start, s.end, s.label_): float(v) for s, v in zip(group, values)}
+            scores = {(s.start, s.end, s.label_): float(v)
+                      for s, v in zip(group, values) if v is not None}
     ents = []
     for ent in doc.ents:
         entity = {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text}

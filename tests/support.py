@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from spacy.language import Language
-from spacy.tokens import Doc, Span
 from spacy.util import registry
 
-from spacy_gner.prompt import INSTRUCTION, Request, build_prompt, build_target
+from spacy_gner.generators import Request, Result, parse_output
+from spacy_gner.prompt import INSTRUCTION, build_prompt, build_target
 
 TRAIN_WORDS = "John explored Tokyo and flew back to New York . Mary visited Paris".split()
 TRAIN_TAGS = ["B-person", "O", "B-location", "O", "O", "O", "O", "B-location", "I-location", "O",
@@ -20,18 +19,22 @@ LABELS = ["person", "location"]
 
 
 class ScriptedGenerator:
-    """A fake model: canned outputs by sentence, else every word tagged from a gazetteer.
+    """A fake model: canned outputs by sentence (parsed and matched as free generation is),
+    else every word tagged from a gazetteer, each tag with probability `prob` (None: no
+    scores). Fixed tags are kept. Each word costs 2 tokens of a budget of `max_length`.
 
     It records the prompts it was given, so tests can check what the model saw.
     """
 
-    tokenizer = None
-
-    def __init__(self, responses: Dict[str, str], gazetteer: Dict[str, str], delay: float = 0.0) -> None:
+    def __init__(self, responses: Dict[str, str], gazetteer: Dict[str, str],
+                 prob: Optional[float], max_length: int, delay: float = 0.0) -> None:
         self.responses = responses
         self.gazetteer = {tuple(k.split()): v for k, v in gazetteer.items()}
+        self.prob = prob
+        self.max_length = max_length
         self.delay = delay  # seconds per call, to stand for a slow model
         self.prompts: List[str] = []
+        self.requests: List[Request] = []
         self.calls = 0
 
     def label(self, words: List[str]) -> List[str]:
@@ -46,48 +49,45 @@ class ScriptedGenerator:
             i += 1
         return tags
 
-    def __call__(self, requests: List[Request]) -> List[str]:
+    def costs(self, words, labels):
+        return [2] * len(words), self.max_length
+
+    def __call__(self, requests: List[Request]) -> List[Result]:
         self.prompts.extend(request.prompt for request in requests)
+        self.requests.extend(requests)
         self.calls += 1
         time.sleep(self.delay)
-        outputs = []
+        results = []
         for request in requests:
             sentence = " ".join(request.words)
             if sentence in self.responses:
-                outputs.append(self.responses[sentence])
-            else:
-                words = list(request.words)
-                outputs.append(build_target(words, self.label(words)))
-        return outputs
+                results.append(parse_output(request, self.responses[sentence]))
+                continue
+            tags = request.enforce(self.label(list(request.words)))
+            fixed = request.fixed or (None,) * len(tags)
+            probs = None if self.prob is None else tuple(1.0 if tag else self.prob for tag in fixed)
+            results.append(Result(tags, probs))
+        return results
 
 
-@registry.misc("spacy-gner.test.ScriptedGenerator.v1")
+@registry.gner_generators("spacy-gner.test.ScriptedGenerator.v1")
 def make_scripted_generator(
-    responses: Dict[str, str] = {}, gazetteer: Dict[str, str] = {}, delay: float = 0.0
+    responses: Dict[str, str] = {}, gazetteer: Dict[str, str] = {}, prob: Optional[float] = 0.9,
+    max_length: int = 640, delay: float = 0.0,
 ) -> ScriptedGenerator:
-    return ScriptedGenerator(responses, gazetteer, delay)
+    return ScriptedGenerator(responses, gazetteer, prob, max_length, delay)
 
 
-def scripted_config(responses: Optional[Dict[str, str]] = None, delay: float = 0.0, **gazetteer: str) -> dict:
+def scripted_config(responses: Optional[Dict[str, str]] = None, max_length: int = 640,
+                    prob: Optional[float] = 0.9, delay: float = 0.0, **gazetteer: str) -> dict:
     return {
-        "@misc": "spacy-gner.test.ScriptedGenerator.v1",
+        "@gner_generators": "spacy-gner.test.ScriptedGenerator.v1",
         "responses": responses or {},
         "gazetteer": {k.replace("_", " "): v for k, v in gazetteer.items()},
+        "prob": prob,
+        "max_length": max_length,
         "delay": delay,
     }
-
-
-@Language.component("spacy_gner_test_span_scores")
-def span_scores(doc: Doc) -> Doc:
-    """Scores as the gner component will give them: every candidate in doc.spans["gner"],
-    attrs["scores"] aligned; here each entity scores its length / 10, and a candidate that
-    is not an entity (the first token, when it is none) scores 0.1."""
-    spans = list(doc.ents)
-    if len(doc) and not doc[0].ent_type_:
-        spans.insert(0, Span(doc, 0, 1, label="candidate"))
-    doc.spans["gner"] = spans
-    doc.spans["gner"].attrs["scores"] = [0.1 if s.label_ == "candidate" else len(s.text) / 10 for s in spans]
-    return doc
 
 
 # The training text of the test tokenizers: the prompt and target of one example, and
@@ -216,10 +216,9 @@ SENTENCES = ["John explored Tokyo.", "Mary visited Paris and New York.", "Nothin
              "John and Mary met in Tokyo."]
 
 
-def save_pipeline(path: Path, delay: float = 0.0, scores: bool = False) -> Path:
+def save_pipeline(path: Path, delay: float = 0.0) -> Path:
     """A saved pipeline: sentencizer + gner with a scripted model knowing John, Mary (person),
-    Tokyo, Paris, New York (location); with `scores`, also scores as the component will give
-    them, in doc.spans["gner"]."""
+    Tokyo, Paris, New York (location), each word's tag with probability 0.9."""
     import spacy
 
     nlp = spacy.blank("en")
@@ -227,8 +226,6 @@ def save_pipeline(path: Path, delay: float = 0.0, scores: bool = False) -> Path:
     generator = scripted_config(delay=delay, John="person", Mary="person", Tokyo="location",
                                 Paris="location", New_York="location")
     nlp.add_pipe("gner", config={"labels": LABELS, "generator": generator})
-    if scores:
-        nlp.add_pipe("spacy_gner_test_span_scores")
     nlp.to_disk(path)
     return path
 

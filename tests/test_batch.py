@@ -50,7 +50,8 @@ def test_every_input_kind_in_order_with_fields_and_bad_lines_counted(corpus, tmp
                                             SENTENCES[3], "Mary saw Acme in Paris."]
     assert ents(records[0]) == [("John", "person"), ("Tokyo", "location")]
     assert records[1] == {"text": "", "ents": []}
-    assert records[2]["ents"][1] == {"start": 13, "end": 18, "label": "location", "text": "Paris"}
+    assert records[2]["ents"][1] == {"start": 13, "end": 18, "label": "location", "text": "Paris",
+                                     "score": pytest.approx(0.9)}
     assert records[3] == {"text": SENTENCES[2], "id": 1, "ents": []}
     assert (records[4]["id"], records[4]["source"]) == (2, "x")
     assert ents(records[5]) == [("Mary", "person"), ("Paris", "location")]  # replace: gner's only
@@ -78,12 +79,12 @@ def test_docbin_output_keeps_existing_entities_as_set_ents_mode_says(corpus, tmp
     assert [(e.text, e.label_) for e in replaced.ents] == [("Mary", "person"), ("Paris", "location")]
 
 
-def test_entities_carry_the_scores_of_a_pipeline_that_scores_them(tmp_path):
+def test_entities_carry_their_confidence_scores(tmp_path):
     (tmp_path / "in.txt").write_text(SENTENCES[1] + "\n")
-    annotate([tmp_path / "in.txt"], tmp_path / "out", save_pipeline(tmp_path / "p", scores=True))
-    [record] = read_jsonl(tmp_path / "out")
+    annotate([tmp_path / "in.txt"], tmp_path / "out", save_pipeline(tmp_path / "p"))
+    [record] = read_jsonl(tmp_path / "out")  # the scripted words' probabilities are 0.9
     assert [(e["text"], e["score"]) for e in record["ents"]] == [
-        ("Mary", 0.4), ("Paris", 0.5), ("New York", 0.8)]
+        ("Mary", pytest.approx(0.9)), ("Paris", pytest.approx(0.9)), ("New York", pytest.approx(0.81))]
 
 
 def test_a_saved_pipeline_annotates_as_it_does_itself(tiny_t5_pipeline, tmp_path):

@@ -1,7 +1,7 @@
 import spacy
 from spacy.tokens import Doc
 
-from spacy_gner import merge_chunk_entities, plan_chunks
+from spacy_gner import Entity, merge_chunk_entities, plan_chunks
 
 
 def _doc(words, sent_starts=None, spaces=None):
@@ -47,21 +47,21 @@ def test_merge_takes_each_entity_once_from_the_window_that_owns_it():
     chunks = plan_chunks(doc, [1] * 20, budget=10, overlap=4)
     assert [c.tokens[0] for c in chunks] == [0, 6, 12]
     # entity on tokens 7-9, seen by windows 0 and 1
-    spans = [[(7, 10, "x")], [(1, 4, "x")], []]
-    assert merge_chunk_entities(chunks, spans) == [(7, 10, "x")]
+    spans = [[Entity(7, 10, "x", 0.5)], [Entity(1, 4, "x", 0.7)], []]
+    assert merge_chunk_entities(chunks, spans) == [Entity(7, 10, "x", 0.7)]  # window 1 sees it whole
 
 
 def test_merge_prefers_the_next_window_for_an_entity_cut_at_a_split():
     doc = _doc([f"w{i}" for i in range(20)])
     chunks = plan_chunks(doc, [1] * 20, budget=10, overlap=4)
     # window 0 (tokens 0-9) sees tokens 7-9 of an entity 7-11; window 1 (6-15) sees all of it
-    spans = [[(7, 10, "x")], [(1, 6, "x")], []]
-    assert merge_chunk_entities(chunks, spans) == [(7, 12, "x")]
+    spans = [[Entity(7, 10, "x", 0.9)], [Entity(1, 6, "x", 0.6)], []]
+    assert merge_chunk_entities(chunks, spans) == [Entity(7, 12, "x", 0.6)]
 
 
 def test_merge_resolves_overlaps_longest_first():
     doc = _doc([f"w{i}" for i in range(20)])
     chunks = plan_chunks(doc, [1] * 20, budget=10, overlap=4)
     assert (chunks[1].core_start, chunks[1].core_end) == (8, 14)
-    spans = [[(2, 4, "x"), (3, 6, "y")], [(0, 3, "outside core"), (2, 5, "z")], []]
-    assert merge_chunk_entities(chunks, spans) == [(3, 6, "y"), (8, 11, "z")]
+    spans = [[Entity(2, 4, "x"), Entity(3, 6, "y")], [Entity(0, 3, "outside core"), Entity(2, 5, "z")], []]
+    assert merge_chunk_entities(chunks, spans) == [Entity(3, 6, "y"), Entity(8, 11, "z")]

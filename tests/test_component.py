@@ -9,17 +9,17 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from thinc.api import ConfigValidationError
 
-from spacy_gner.component import RAW_OUTPUT_KEY
+from spacy_gner.component import GNER, RAW_OUTPUT_KEY
 
 
 def _ents(doc):
     return [(e.text, e.label_) for e in doc.ents]
 
 
-def _nlp(labels=LABELS, responses=None, pipeline=None, **config):
+def _nlp(labels=LABELS, responses=None, pipeline=None, max_length=640, prob=0.9, **config):
     nlp = pipeline or spacy.blank("en")
-    generator = scripted_config(responses, John="person", Mary="person", Tokyo="location",
-                                New_York="location", Rome="location")
+    generator = scripted_config(responses, max_length, prob, John="person", Mary="person",
+                                Tokyo="location", New_York="location", Rome="location")
     nlp.add_pipe("gner", config={"labels": labels, "generator": generator, **config})
     return nlp
 
@@ -28,11 +28,10 @@ def test_factory_is_an_entry_point_and_loads_nothing_heavy():
     code = (
         "import sys, spacy\n"
         "import spacy_gner.component\n"
-        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
         "nlp = spacy.blank('en')\n"
         "pipe = nlp.add_pipe('gner', config={'labels': ['person']})\n"
-        "assert pipe._generator is None\n"
-        "assert 'spacy_gner.generation' not in sys.modules\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+        "assert not pipe.generator.loaded\n"
         "print(type(pipe).__name__, pipe.labels)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -42,8 +41,9 @@ def test_factory_is_an_entry_point_and_loads_nothing_heavy():
 
 @pytest.mark.parametrize(
     "config, key",
-    [({"batch_size": "many"}, "batch_size"), ({"set_ents_mode": "merge"}, "set_ents_mode"),
-     ({"labels": "person"}, "labels"), ({"prompt_format": "alpaca"}, "prompt_format")],
+    [({"generator": {"batch_size": "many"}}, "batch_size"), ({"set_ents_mode": "merge"}, "set_ents_mode"),
+     ({"labels": "person"}, "labels"), ({"generator": {"prompt_format": "alpaca"}}, "prompt_format"),
+     ({"threshold": "high"}, "threshold"), ({"generator": {"dtype": "int4"}}, "dtype")],
 )
 def test_typed_config_errors_name_the_key(config, key):
     nlp = spacy.blank("en")
@@ -236,3 +236,96 @@ def test_entity_straddling_a_window_split_is_not_cut():
     chunk_sizes = {len(sentence_of(p).split()) for p in nlp.get_pipe("gner").generator.prompts}
     assert max(chunk_sizes) == 10  # cost 2 per word (no tokenizer): 10 words a window
     assert [(e.start, e.end, e.label_) for e in doc.ents] == [(8, 10, "location"), (30, 31, "person")]
+
+
+def test_every_candidate_goes_to_the_spans_group_with_its_score():
+    nlp = _nlp(prob=0.8)
+    doc = nlp("John explored New York with Mary")
+    group = doc.spans["gner"]
+    assert [(s.text, s.label_) for s in group] == [("John", "person"), ("New York", "location"), ("Mary", "person")]
+    assert group.attrs["scores"] == pytest.approx([0.8, 0.64, 0.8])  # the product of the words'
+    assert _ents(doc) == [(s.text, s.label_) for s in group]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.7, 0.75, 0.9, 1.0])
+def test_the_threshold_only_removes_entities(threshold):
+    text = "John explored New York with Mary"
+    kept = _ents(_nlp(prob=0.8, threshold=threshold)(text))
+    everything = _ents(_nlp(prob=0.8)(text))
+    assert set(kept) <= set(everything)
+    expected = {0.0: 3, 0.5: 3, 0.7: 2, 0.75: 2, 0.9: 0, 1.0: 0}[threshold]
+    assert len(kept) == expected
+    doc = _nlp(prob=0.8, threshold=threshold)(text)
+    assert len(doc.spans["gner"]) == 3  # candidates stay whatever the threshold
+
+
+def test_unscored_generators_keep_every_entity():
+    doc = _nlp(prob=None, threshold=0.99)("John explored New York")
+    assert _ents(doc) == [("John", "person"), ("New York", "location")]
+    assert doc.spans["gner"].attrs["scores"] == [None, None]
+
+
+def test_an_entity_ruler_conditions_gner_and_is_never_overridden():
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "location", "pattern": "John Tokyo"},
+                        {"label": "DATE", "pattern": "May"}])
+    _nlp(pipeline=nlp, set_ents_mode="condition")
+    doc = nlp("John Tokyo met Mary in May near Rome")
+    assert _ents(doc) == [("John Tokyo", "location"), ("Mary", "person"), ("May", "DATE"), ("Rome", "location")]
+    (request,) = nlp.get_pipe("gner").generator.requests[-1:]
+    assert request.fixed == ("B-location", "I-location", None, None, None, "O", None, None)
+
+
+def test_condition_keeps_a_fixed_entity_from_being_extended():
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "location", "pattern": "New"}])
+    _nlp(pipeline=nlp, set_ents_mode="condition")
+    # the gazetteer would tag "New York" as one location: "York" may not continue "New"
+    assert _ents(nlp("John saw New York")) == [("John", "person"), ("New", "location")]
+
+
+def test_each_doc_may_offer_its_own_types_in_its_own_order():
+    nlp = _nlp()
+    docs = [nlp.make_doc("Mary visited Rome"), nlp.make_doc("Mary visited Rome")]
+    docs[1]._.gner_labels = ["location", "person"]
+    docs = list(nlp.get_pipe("gner").pipe(docs))
+    prompts = nlp.get_pipe("gner").generator.prompts[-2:]
+    assert "tags: person, location and O" in prompts[0] and "tags: location, person and O" in prompts[1]
+    assert _ents(docs[0]) == _ents(docs[1]) == [("Mary", "person"), ("Rome", "location")]
+
+
+def test_a_custom_generator_registered_and_named_in_a_config_file(tmp_path):
+    config = tmp_path / "gner.cfg"
+    config.write_text(
+        '[nlp]\nlang = "en"\npipeline = ["gner"]\n\n[components]\n\n[components.gner]\n'
+        'factory = "gner"\nlabels = ["person"]\nthreshold = 0.5\n\n[components.gner.generator]\n'
+        '@gner_generators = "spacy-gner.test.ScriptedGenerator.v1"\nprob = 0.6\n\n'
+        '[components.gner.generator.gazetteer]\nMary = "person"\n'
+    )
+    nlp = spacy.util.load_model_from_config(spacy.util.load_config(config), auto_fill=True)
+    assert _ents(nlp("Mary left")) == [("Mary", "person")]
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("gner").threshold == 0.5
+    assert _ents(loaded("Mary left")) == [("Mary", "person")]
+
+
+def test_a_generator_that_breaks_the_contract_is_refused():
+    with pytest.raises(TypeError, match="Generator"):
+        GNER(spacy.blank("en").vocab, generator=lambda requests: [])
+
+
+@pytest.mark.parametrize("exclude", [[], ["cfg"], ["model"]])
+def test_to_disk_and_from_disk_honour_exclude(tmp_path, exclude):
+    nlp = _nlp(labels={"PER": "person"})
+    nlp.get_pipe("gner").to_disk(tmp_path / "gner", exclude=exclude)
+    assert (tmp_path / "gner" / "cfg").exists() == ("cfg" not in exclude)
+    other = _nlp(labels=["location"])
+    if "cfg" not in exclude:
+        other.get_pipe("gner").from_disk(tmp_path / "gner", exclude=exclude)
+        assert other.get_pipe("gner").labels == ("PER",)
+    data = nlp.get_pipe("gner").to_bytes(exclude=exclude)
+    again = _nlp(labels=["location"]).get_pipe("gner").from_bytes(data, exclude=exclude)
+    assert again.labels == (("location",) if "cfg" in exclude else ("PER",))

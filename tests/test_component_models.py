@@ -5,6 +5,9 @@ import sys
 import pytest
 import spacy
 from support import LABELS, TRAIN_WORDS
+
+from spacy_gner import Request, bio_to_spans
+from spacy_gner.generation import HFGenerator
 from spacy.tokens import Doc, DocBin
 
 TEXT = " ".join(TRAIN_WORDS)
@@ -21,9 +24,10 @@ def model_dir(request):
     return request.getfixturevalue(request.param)
 
 
-def _nlp(model_dir, **config):
+def _nlp(model_dir, generator=None, **config):
     nlp = spacy.blank("en")
-    nlp.add_pipe("gner", config={"model": str(model_dir), "labels": LABELS, "device": "cpu", **config})
+    generator = {"model": str(model_dir), "device": "cpu", **(generator or {})}
+    nlp.add_pipe("gner", config={"generator": generator, "labels": LABELS, **config})
     return nlp
 
 
@@ -35,13 +39,13 @@ def test_end_to_end(model_dir):
 def test_weights_load_on_initialize_not_before(model_dir):
     nlp = _nlp(model_dir)
     pipe = nlp.get_pipe("gner")
-    assert pipe._generator is None
+    assert not pipe.generator.loaded
     nlp.initialize()
     assert pipe.generator.loaded
 
 
 def test_pipe_batches_give_the_same_entities(model_dir):
-    nlp = _nlp(model_dir, batch_size=4)
+    nlp = _nlp(model_dir, {"batch_size": 4})
     texts = [TEXT, "Mary visited Paris", "John explored Tokyo", TEXT]
     batched = [_ents(doc) for doc in nlp.pipe(texts, batch_size=4)]
     assert batched == [_ents(nlp(text)) for text in texts]
@@ -77,7 +81,7 @@ def test_to_bytes_and_from_bytes(model_dir):
     nlp = _nlp(model_dir)
     data = nlp.to_bytes()
     other = spacy.blank("en")
-    other.add_pipe("gner", config={"model": "never/loaded", "labels": ["other"], "device": "cpu"})
+    other.add_pipe("gner", config={"generator": {"model": "never/loaded", "device": "cpu"}, "labels": ["other"]})
     other.from_bytes(data)
     assert other.get_pipe("gner").labels == tuple(LABELS)
     assert _ents(other(TEXT)) == EXPECTED
@@ -126,3 +130,28 @@ def test_random_model_output_never_breaks_alignment(tmp_path):
         for ent in doc.ents:
             assert ent.label_ in LABELS and not doc[ent.start].is_space
         assert all(raw["output"] is not None for raw in doc.user_data.get("gner_raw", []))
+
+
+def test_an_entity_ruler_conditions_the_model(model_dir):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "location", "pattern": "John"}])
+    nlp.add_pipe("gner", config={"generator": {"model": str(model_dir), "device": "cpu"},
+                                 "labels": LABELS, "set_ents_mode": "condition"})
+    doc = nlp(TEXT)
+    assert _ents(doc)[0] == ("John", "location")  # the ruler's, never overridden
+    group = doc.spans["gner"]
+    assert group[0].text == "John" and group.attrs["scores"][0] == 1.0
+    # the other words are tagged as the model decodes them with John's tag forced
+    fixed = ("B-location",) + (None,) * (len(TRAIN_WORDS) - 1)
+    (result,) = HFGenerator(model_dir, device="cpu")([Request(tuple(TRAIN_WORDS), tuple(LABELS), fixed)])
+    assert [(s.start, s.end, s.label_) for s in group] == bio_to_spans(result.tags)
+
+
+def test_scores_are_probabilities_and_the_threshold_only_removes(model_dir):
+    doc = _nlp(model_dir)(TEXT)
+    scores = doc.spans["gner"].attrs["scores"]
+    assert len(scores) == len(doc.spans["gner"]) == len(EXPECTED)
+    assert all(0 < s <= 1 for s in scores)
+    cut = sorted(scores)[len(scores) // 2]
+    strict = _nlp(model_dir, threshold=cut)(TEXT)
+    assert _ents(strict) == [e for e, s in zip(_ents(doc), scores) if s >= cut]

@@ -10,7 +10,7 @@ import json, sys
 import spacy
 nlp = spacy.blank("en")
 nlp.add_pipe("sentencizer")
-nlp.add_pipe("gner", config={"model": sys.argv[1], "labels": %r, "device": "cpu"})
+nlp.add_pipe("gner", config={"generator": {"model": sys.argv[1], "device": "cpu"}, "labels": %r})
 texts = %r
 ents = lambda docs: [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
 cold = ents(nlp.pipe(texts, n_process=2, batch_size=2))  # the model never ran in this process

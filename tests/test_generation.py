@@ -1,8 +1,8 @@
 import pytest
-from support import LABELS, TRAIN_WORDS
+from support import LABELS, TRAIN_TAGS, TRAIN_WORDS, random_model, train_tokenizer
 
 from spacy_gner.generation import HFGenerator, plan_batches
-from spacy_gner.prompt import Request
+from spacy_gner.generators import Request
 
 
 def test_plan_batches_sorts_and_respects_both_limits():
@@ -15,21 +15,32 @@ def test_plan_batches_sorts_and_respects_both_limits():
     assert plan_batches([], 4, 100) == []
 
 
-REQUEST = Request(tuple(TRAIN_WORDS), tuple(LABELS), 80)
-PROMPT = REQUEST.prompt
+REQUEST = Request(tuple(TRAIN_WORDS), tuple(LABELS))
+OTHER = Request(("Mary", "visited", "Paris"), tuple(LABELS))
 TARGET_START = "John(B-person) explored(O) Tokyo(B-location)"
+
+
+def _same(results, expected):
+    """Equal tags and texts, and probabilities equal but for float rounding."""
+    assert [(r.tags, r.text) for r in results] == [(e.tags, e.text) for e in expected]
+    for result, other in zip(results, expected):
+        assert result.probs == pytest.approx(other.probs, abs=1e-4)
 
 
 @pytest.mark.parametrize("copy_aware", [True, False])
 @pytest.mark.parametrize("model", ["tiny_t5", "tiny_llama"])
 def test_generation_batched_equals_one_at_a_time(model, copy_aware, request):
     path = request.getfixturevalue(model)
-    other = Request(("Mary", "visited", "Paris"), tuple(LABELS), 80)
-    requests = [REQUEST, other, REQUEST]
+    requests = [REQUEST, OTHER, REQUEST]
     batched = HFGenerator(path, batch_size=3, copy_aware=copy_aware)(requests)
     single = HFGenerator(path, batch_size=1, copy_aware=copy_aware)
-    assert batched == [single([r])[0] for r in requests]
-    assert batched[0].startswith(TARGET_START)
+    _same(batched, [single([r])[0] for r in requests])
+    assert batched[0].tags == tuple(TRAIN_TAGS)
+    assert all(0 < p <= 1 for result in batched for p in result.probs)
+    if copy_aware:
+        assert batched[0].text is None
+    else:
+        assert batched[0].text.startswith(TARGET_START)
 
 
 def test_llama_prompt_format(tiny_llama):
@@ -49,16 +60,16 @@ def test_seq2seq_models_get_the_bare_prompt(tiny_t5):
 
 @pytest.mark.parametrize("copy_aware", [True, False])
 def test_beam_search(tiny_t5, copy_aware):
-    (text,) = HFGenerator(tiny_t5, num_beams=3, copy_aware=copy_aware)([REQUEST])
-    assert text.startswith(TARGET_START)
+    (result,) = HFGenerator(tiny_t5, num_beams=3, copy_aware=copy_aware)([REQUEST])
+    assert result.tags == tuple(TRAIN_TAGS) and len(result.probs) == len(TRAIN_TAGS)
 
 
-def test_an_output_cut_by_max_new_tokens_is_reported(tiny_t5, caplog):
-    generator = HFGenerator(tiny_t5, copy_aware=False)
-    (full,) = generator([REQUEST])
-    (text,) = generator([Request(REQUEST.words, REQUEST.labels, 5)])
-    assert full.startswith(text) and len(text) < len(full)
-    assert "max_new_tokens=5" in caplog.text
+def test_an_output_that_never_ends_is_cut_and_reported(tmp_path, caplog):
+    tokenizer = train_tokenizer(tmp_path, "t5")
+    random_model(tokenizer, "t5", width=16).save_pretrained(tmp_path)  # never says </s>
+    (result,) = HFGenerator(tmp_path, copy_aware=False)([OTHER])
+    assert "without ending" in caplog.text
+    assert len(result.tags) == 3 and result.text is not None
 
 
 def test_invalid_settings():
@@ -67,21 +78,22 @@ def test_invalid_settings():
 
 
 def test_a_label_set_prefix_is_computed_once_and_kept_across_calls(tiny_llama, monkeypatch):
-    import spacy_gner.generation as generation
+    import spacy_gner.decoding as decoding
 
     computed = []
-    encode = generation.encode_prefix
-    monkeypatch.setattr(generation, "encode_prefix", lambda model, ids: computed.append(ids) or encode(model, ids))
+    encode = decoding.encode_prefix
+    monkeypatch.setattr(decoding, "encode_prefix", lambda model, ids: computed.append(ids) or encode(model, ids))
     generator = HFGenerator(tiny_llama, device="cpu")
-    other = Request(("Mary", "visited", "Paris"), tuple(LABELS), 80)
+    other = OTHER
     first = generator([REQUEST, other])
     assert len(computed) == 2  # the label-free part, then this label set's
-    assert generator([other, REQUEST]) == first[::-1] and len(computed) == 2
-    assert generator([other]) == first[1:] and len(computed) == 2
+    _same(generator([other, REQUEST]), first[::-1])
+    _same(generator([other]), first[1:])
+    assert len(computed) == 2
     # one sentence of a new label set: only the label-free part serves it, until it comes again
-    swapped = Request(other.words, tuple(reversed(LABELS)), 80)
+    swapped = Request(other.words, tuple(reversed(LABELS)))
     generator([swapped])
     assert len(computed) == 2
     generator([swapped])
     assert len(computed) == 3
-    assert first[0].startswith(TARGET_START)
+    assert first[0].tags == tuple(TRAIN_TAGS)

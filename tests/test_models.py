@@ -5,9 +5,9 @@ import sys
 import pytest
 import spacy
 import torch
+import transformers
 from support import INSTRUCTION_CORPUS, LABELS, TRAIN_WORDS, random_model, scripted_config, train_sentencepiece
 
-from spacy_gner import models
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import (
     ModelLoadError,
@@ -90,8 +90,8 @@ def test_t5_checkpoint_with_only_spiece_model_loads_with_a_fast_tokenizer(tmp_pa
     model, tokenizer = load_model(tmp_path / "model", device="cpu")
     assert model.config.is_encoder_decoder and tokenizer.is_fast
     nlp = spacy.blank("en")
-    nlp.add_pipe("gner", config={"model": str(tmp_path / "model"), "labels": ["person"],
-                                 "device": "cpu", "store_raw": True})
+    nlp.add_pipe("gner", config={"generator": {"model": str(tmp_path / "model"), "device": "cpu"},
+                                 "labels": ["person"], "store_raw": True})
     doc = nlp("John explored Tokyo.")
     [raw] = doc.user_data["gner_raw"]
     assert raw["output"].startswith("John(")  # copy-aware decoding, on the fast tokenizer
@@ -101,7 +101,7 @@ def test_any_loading_error_is_a_model_load_error(tiny_t5, monkeypatch):
     def missing_package(*args, **kwargs):
         raise ImportError("this tokenizer needs the protobuf library")
 
-    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", missing_package)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", missing_package)
     with pytest.raises(ModelLoadError) as error:
         load_model(tiny_t5, device="cpu")
     message = str(error.value)
@@ -114,7 +114,7 @@ def test_a_wrong_dtype_is_a_bad_value_before_anything_is_read(monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("the model was looked up")
 
-    monkeypatch.setattr(models.AutoConfig, "from_pretrained", no_reading)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_reading)
     for make in (lambda: load_model("dyyyyyyyy/GNER-T5-base", dtype="fp16"),
                  lambda: HFGenerator("dyyyyyyyy/GNER-T5-base", dtype="fp16")):
         with pytest.raises(ValueError) as error:
@@ -132,7 +132,7 @@ def test_resolve_model_finds_the_model_inside_a_saved_pipeline(tiny_t5, tiny_t5_
 
 def test_a_component_given_a_pipeline_directory_runs_its_model(tiny_t5_pipeline):
     nlp = spacy.blank("en")
-    nlp.add_pipe("gner", config={"model": str(tiny_t5_pipeline), "labels": LABELS, "device": "cpu"})
+    nlp.add_pipe("gner", config={"generator": {"model": str(tiny_t5_pipeline), "device": "cpu"}, "labels": LABELS})
     text = " ".join(TRAIN_WORDS[:9])
     expected = spacy.load(tiny_t5_pipeline)(text)
     assert [(e.text, e.label_) for e in nlp(text).ents] == [(e.text, e.label_) for e in expected.ents]

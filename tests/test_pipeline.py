@@ -13,7 +13,7 @@ def saved(tmp_path):
     """A pipeline whose sentencizer splits at semicolons only, and a scripted gner."""
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer", config={"punct_chars": [";"]})
-    nlp.add_pipe("gner", config={"labels": LABELS, "device": "cpu",
+    nlp.add_pipe("gner", config={"labels": LABELS,
                                  "generator": scripted_config(John="person", Tokyo="location")})
     nlp.to_disk(tmp_path / "pipeline")
     return tmp_path / "pipeline"
@@ -31,10 +31,10 @@ def test_a_saved_pipeline_loads_with_its_own_components_and_labels(saved):
 
 
 def test_only_what_is_given_replaces_the_saved_settings(saved):
-    nlp = load_pipeline(saved, labels={"CITY": "location"}, store_raw=True, device=None)
+    nlp = load_pipeline(saved, labels={"CITY": "location"}, store_raw=True, max_length=64, device=None)
     gner = nlp.get_pipe("gner")
     assert gner.label_names == {"CITY": "location"}
-    assert gner.store_raw and gner.generation["device"] == "cpu"
+    assert gner.store_raw and gner.generator.max_length == 64 and gner.generator.prob == 0.9
     assert [(e.text, e.label_) for e in nlp("John visited Tokyo.").ents] == [("Tokyo", "CITY")]
 
 
@@ -42,8 +42,8 @@ def test_a_model_gets_a_new_pipeline_loaded_on_first_use(tiny_t5, tmp_path):
     nlp = load_pipeline(tiny_t5, labels=LABELS, device="cpu")
     assert nlp.pipe_names == ["sentencizer", "gner"]
     gner = nlp.get_pipe("gner")
-    assert gner.model_name == str(tiny_t5) and gner.labels == tuple(LABELS)
-    assert not gner.generator.loaded
+    assert gner.generator.name == str(tiny_t5) and gner.labels == tuple(LABELS)
+    assert gner.generator.device == "cpu" and not gner.generator.loaded
     spacy.blank("en").to_disk(tmp_path / "base")
     assert load_pipeline(tiny_t5, base=str(tmp_path / "base")).pipe_names == ["gner"]
 
@@ -54,3 +54,13 @@ def test_pipelines_that_cannot_be_used_are_errors(saved, tmp_path):
     spacy.blank("en").to_disk(tmp_path / "blank")
     with pytest.raises(ModelLoadError, match="has no gner component"):
         load_pipeline(tmp_path / "blank")
+
+
+def test_settings_go_where_they_belong_or_are_errors(saved, tiny_t5):
+    nlp = load_pipeline(tiny_t5, labels=LABELS, threshold=0.5, dtype="float32", num_beams=2)
+    gner = nlp.get_pipe("gner")
+    assert gner.threshold == 0.5 and gner.generator.dtype == "float32" and gner.generator.num_beams == 2
+    with pytest.raises(ValueError, match="takes no 'device'"):  # the scripted generator has none
+        load_pipeline(saved, device="cpu")
+    with pytest.raises(ValueError, match=r"unknown gner setting\(s\) \['beams'\]"):
+        load_pipeline(tiny_t5, beams=2)

@@ -8,11 +8,15 @@ Data: BIO dataset directories in the GNER layout (`<split>.txt` + `label.txt`), 
 them, or GNER .jsonl files. Every sentence goes through the whole pipeline, its gner component
 offered the sentence's types in the sentence's order: as the reference evaluates, shuffled per
 sentence with `--seed` for BIO directories (`--label-order fixed`: label.txt order), and a GNER
-record's own `label_list` order. Scores per dataset and as the unweighted average over
-datasets: the GNER paper's F1 (`spacy_gner.metrics.paper_f1`) on the tags the component
-matched to each word, as they are (no BIO repair), and spaCy's exact-span P/R/F, with
-per-type scores, on `doc.ents`. Written: a metrics JSON and markdown tables laid out as the
-paper's Table 2 (a row per model, a column per dataset, then the average).
+record's own `label_list` order (`doc._.gner_labels`, so sentences of every order share
+batches). Scores per dataset and as the unweighted average over datasets: the GNER paper's
+F1 (`spacy_gner.metrics.paper_f1`, with a bootstrap 95% interval) on the tags the component
+matched to each word, as they are (no BIO repair); spaCy's exact-span P/R/F, with per-type
+scores, on `doc.ents`; and, from the entity candidates' confidence scores
+(`doc.spans[spans_key]`), exact-span P/R/F at thresholds 0.1 ... 0.9 and the expected
+calibration error. Written: a metrics JSON, markdown tables laid out as the paper's Table 2 (a
+row per model, a column per dataset, then the average) with a threshold table per model, and
+a PNG plot of precision against recall by threshold and a reliability diagram per model.
 """
 import argparse
 import json
@@ -26,8 +30,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from spacy_gner import GNER
-from spacy_gner.component import RAW_OUTPUT_KEY
-from spacy_gner.metrics import paper_f1
+from spacy_gner.component import DOC_LABELS, RAW_OUTPUT_KEY
+from spacy_gner.metrics import bootstrap_interval, calibration, paper_counts, prf, threshold_scores
 from spacy_gner.pipeline import load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
@@ -83,21 +87,16 @@ def gner_component(nlp: Language) -> GNER:
 
 def predict(nlp: Language, records: Sequence[Record]) -> List[Example]:
     """(predicted, gold) Examples of the records, in their order, predicted by the whole
-    pipeline with its gner component offered each record's types in the record's order (one
-    `nlp.pipe` call per distinct order) and storing its raw matched tags."""
-    component = gner_component(nlp)
-    component.store_raw = True
+    pipeline with its gner component offered each record's types in the record's order
+    (`doc._.gner_labels`) and storing its raw matched tags."""
+    gner_component(nlp).store_raw = True
     golds = [record_doc(record, nlp.vocab) for record in records]
-    groups: Dict[Tuple[str, ...], List[int]] = {}
-    for index, record in enumerate(records):
-        groups.setdefault(tuple(record.labels), []).append(index)
-    predicted: Dict[int, Doc] = {}
-    for labels, indices in groups.items():
-        component.initialize(lambda: [], nlp=nlp, labels=list(labels))
-        inputs = [Doc(nlp.vocab, words=[t.text for t in golds[i]],
-                      spaces=[bool(t.whitespace_) for t in golds[i]]) for i in indices]
-        predicted.update(zip(indices, nlp.pipe(inputs)))
-    return [Example(predicted[index], gold) for index, gold in enumerate(golds)]
+    inputs = []
+    for record, gold in zip(records, golds):
+        doc = Doc(nlp.vocab, words=[t.text for t in gold], spaces=[bool(t.whitespace_) for t in gold])
+        doc._.set(DOC_LABELS, list(record.labels))
+        inputs.append(doc)
+    return [Example(predicted, gold) for predicted, gold in zip(nlp.pipe(inputs), golds)]
 
 
 def raw_tags(doc: Doc) -> List[str]:
@@ -122,17 +121,40 @@ def raw_tags(doc: Doc) -> List[str]:
     return tags
 
 
-def score(examples: Sequence[Example]) -> Scores:
-    """Both metrics of predicted Examples, as fractions: the paper's on the raw matched tags
-    (`raw_tags`), spaCy's on the predicted `doc.ents`."""
-    paper = paper_f1(([t.text for t in eg.reference], bio_tags(eg.reference),
-                      raw_tags(eg.predicted)) for eg in examples)
+def score(examples: Sequence[Example], spans_key: str = "gner") -> Scores:
+    """The metrics of predicted Examples, as fractions: the paper's on the raw matched tags
+    (`raw_tags`), with a bootstrap 95% interval of its F1; spaCy's on the predicted
+    `doc.ents`; and, where the candidates in `doc.spans[spans_key]` have scores, exact-span
+    P/R/F by threshold and calibration (a candidate is correct when a gold entity has its
+    span and label)."""
+    counts = [paper_counts([t.text for t in eg.reference], bio_tags(eg.reference),
+                           raw_tags(eg.predicted)) for eg in examples]
+    paper = {**prf(counts), "f1_interval": list(bootstrap_interval(counts))}
     spans = Scorer.score_spans(examples, "ents")
     per_type = {label: {"precision": s["p"], "recall": s["r"], "f1": s["f"]}
                 for label, s in (spans["ents_per_type"] or {}).items()}
     spacy_scores = {"precision": spans["ents_p"] or 0.0, "recall": spans["ents_r"] or 0.0,
                     "f1": spans["ents_f"] or 0.0, "per_type": per_type}
-    return {"sentences": len(examples), "paper": paper, "spacy": spacy_scores}
+    scores: Scores = {"sentences": len(examples), "paper": paper, "spacy": spacy_scores}
+    candidates = [_candidates(eg, spans_key) for eg in examples]
+    if candidates and all(scored is not None for _, scored in candidates):
+        thresholds = threshold_scores(candidates)
+        scores["thresholds"] = {f"{t:.1f}": values for t, values in thresholds.items()}
+        scores["calibration"] = calibration(
+            (score, span in gold) for gold, scored in candidates for span, score in scored)
+    return scores
+
+
+def _candidates(example: Example, spans_key: str) -> Tuple[set, Optional[List[Tuple[Any, float]]]]:
+    """The gold spans of an Example and its scored candidates (None if any is unscored)."""
+    gold = {(e.start, e.end, e.label_) for e in example.reference.ents}
+    group = example.predicted.spans.get(spans_key)
+    if group is None:
+        return gold, []
+    scores = group.attrs.get("scores", [None] * len(group))
+    if any(score is None for score in scores):
+        return gold, None
+    return gold, [((s.start, s.end, s.label_), score) for s, score in zip(group, scores)]
 
 
 def average(per_dataset: Dict[str, Scores]) -> Scores:
@@ -153,10 +175,11 @@ def evaluate(
     results = {}
     for name, model in models.items():
         nlp = load_pipeline(model, device=device, prompt_format=prompt_format)
+        spans_key = gner_component(nlp).spans_key
         per_dataset = {}
         for dataset, records in datasets:
             start = time.perf_counter()
-            per_dataset[dataset] = scores = score(predict(nlp, records))
+            per_dataset[dataset] = scores = score(predict(nlp, records), spans_key)
             print(f"{name} on {dataset}: {len(records)} sentences in "
                   f"{time.perf_counter() - start:.0f} s, F1 {100 * scores['paper']['f1']:.1f}",
                   flush=True)
@@ -172,15 +195,88 @@ def markdown_table(results: Scores, metric: str) -> str:
     for name, result in results.items():
         cells = [result["datasets"].get(d, {}).get(metric) for d in datasets]
         cells.append(result["average"].get(metric))
-        lines.append(f"| {name} | " + " | ".join(
-            "-" if cell is None else f"{100 * cell['f1']:.1f}" for cell in cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(_f1_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def _f1_cell(cell: Optional[Scores]) -> str:
+    if cell is None:
+        return "-"
+    interval = cell.get("f1_interval")
+    bounds = f" ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})" if interval else ""
+    return f"{100 * cell['f1']:.1f}{bounds}"
+
+
+def threshold_table(result: Scores) -> str:
+    """Exact-span F1 (x 100) of the candidates scoring at least each threshold, and the
+    expected calibration error, a row per dataset."""
+    rows = {d: s for d, s in result["datasets"].items() if "thresholds" in s}
+    if not rows:
+        return ""
+    thresholds = list(next(iter(rows.values()))["thresholds"])
+    lines = ["| Dataset | " + " | ".join(f"F1 at {t}" for t in thresholds) + " | ECE |",
+             "| --- |" + " ---: |" * (len(thresholds) + 1)]
+    for dataset, scores in rows.items():
+        f1s = [f"{100 * scores['thresholds'][t]['f1']:.1f}" for t in thresholds]
+        ece = scores["calibration"]["ece"]
+        lines.append(f"| {dataset} | " + " | ".join(f1s) + f" | {'-' if ece is None else f'{ece:.3f}'} |")
     return "\n".join(lines)
 
 
 def markdown_report(results: Scores) -> str:
-    """A table per metric, each under its heading."""
-    return "\n\n".join(f"### {title}\n\n{markdown_table(results, metric)}"
-                       for metric, title in METRICS.items()) + "\n"
+    """A table per metric, each under its heading, then each model's threshold table."""
+    sections = [f"### {title}\n\n{markdown_table(results, metric)}"
+                for metric, title in METRICS.items()]
+    sections += [f"### {name}: spaCy exact-span F1 by confidence threshold\n\n{table}"
+                 for name, result in results.items() if (table := threshold_table(result))]
+    return "\n\n".join(sections) + "\n"
+
+
+def plot_confidence(results: Scores, path: Path) -> bool:
+    """A PNG with, per model whose candidates have scores, precision against recall as the
+    threshold rises (a line per dataset) and a reliability diagram (accuracy against mean
+    confidence per confidence bin, all datasets together). False if no model has scores."""
+    scored = {name: result for name, result in results.items()
+              if any("thresholds" in s for s in result["datasets"].values())}
+    if not scored:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(scored), 2, figsize=(10, 4.5 * len(scored)), squeeze=False)
+    for (name, result), (curve, reliability) in zip(scored.items(), axes):
+        pooled: Dict[int, List[float]] = {}
+        for dataset, scores in result["datasets"].items():
+            if "thresholds" not in scores:
+                continue
+            points = list(scores["thresholds"].values())
+            curve.plot([p["recall"] for p in points], [p["precision"] for p in points],
+                       marker="o", markersize=3, label=dataset)
+            for k, b in enumerate(scores["calibration"]["bins"]):
+                if b["count"]:
+                    total = pooled.setdefault(k, [0, 0.0, 0.0])
+                    total[0] += b["count"]
+                    total[1] += b["count"] * b["confidence"]
+                    total[2] += b["count"] * b["accuracy"]
+        curve.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1),
+                  title=f"{name}: precision and recall, thresholds 0.1 (right) to 0.9")
+        curve.legend(fontsize=7)
+        bins = sorted(pooled)
+        reliability.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        reliability.plot([pooled[k][1] / pooled[k][0] for k in bins],
+                         [pooled[k][2] / pooled[k][0] for k in bins], marker="o")
+        for k in bins:
+            reliability.annotate(str(pooled[k][0]), (pooled[k][1] / pooled[k][0], pooled[k][2] / pooled[k][0]),
+                                 fontsize=7, xytext=(3, -9), textcoords="offset points")
+        reliability.set(xlabel="mean confidence of the bin", ylabel="share correct", xlim=(0, 1),
+                        ylim=(0, 1), title=f"{name}: reliability (entity candidates per bin)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
 
 
 def model_names(models: Sequence[str], names: Sequence[str]) -> Dict[str, str]:
@@ -217,6 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "(default: a pipeline's own, else inst)")
     add("--output", type=Path, help="write the metrics JSON here")
     add("--markdown", type=Path, help="write the markdown tables here")
+    add("--plot", type=Path, help="write the confidence plot (PNG) here")
     args = parser.parse_args(argv)
 
     models = model_names(args.models, args.name)
@@ -229,6 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
+    if args.plot and not plot_confidence(results, args.plot):
+        print(f"no confidence scores: {args.plot} not written")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ The paper's settings come as presets (`--preset`, chosen from the model's archit
 default); every flag overrides its preset value. Checkpoints go to OUTPUT_DIR/checkpoints every
 `--save-steps` optimizer steps, `--resume` continues from the newest complete one, and the final
 model and tokenizer (LoRA merged into the base weights) are saved as safetensors in OUTPUT_DIR,
-ready for `nlp.add_pipe("gner", config={"model": OUTPUT_DIR})`.
+ready for `nlp.add_pipe("gner", config={"generator": {"model": OUTPUT_DIR}})`.
 """
 import argparse
 import json

@@ -20,7 +20,8 @@ from transformers import AutoTokenizer, TrainerCallback
 from spacy_gner.decoding import word_units
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import smollm2_path
-from spacy_gner.prompt import Request, build_prompt, build_target, encode_prompts
+from spacy_gner.generators import Request
+from spacy_gner.prompt import build_prompt, build_target, encode_prompts
 from training.finetune import (
     IGNORE_INDEX,
     apply_preset,
@@ -129,7 +130,7 @@ def target_tokens(tokenizer, words, tags, labels):
     [source] = encode_prompts(tokenizer, [prompt], "inst")
     assert feature["input_ids"][: len(source)] == source
     assert feature["input_ids"][-1] == tokenizer.eos_token_id
-    units = word_units(tokenizer, Request(tuple(words), tuple(labels), 0))
+    units = word_units(tokenizer, Request(tuple(words), tuple(labels)))
     assert units is not None, words
     forced = [token for unit, tag in zip(units, tags) for token in unit[tag]]
     return feature["input_ids"][len(source) : -1], forced
@@ -143,7 +144,7 @@ def tagged_sentences(count: int = 40):
     odd = ["(", "U.S.", ")", "1999", "Brontë", "'s", "e-mail", ":", "O)", "(B-x", "Zoë", "."]
     sentences = [(r["instance"]["words"], r["label_list"]) for r in records] + [(odd, LABELS)]
     for words, labels in sentences:
-        tags = Request(tuple(words), tuple(labels), 0).tags
+        tags = Request(tuple(words), tuple(labels)).tags
         yield words, [rng.choice(tags) for _ in words], labels
 
 
@@ -238,7 +239,7 @@ def test_causal_model_memorises_and_the_component_reads_it(tiny_llama, tmp_path)
     trained = losses(output)
     assert len(trained) == 60 and sum(trained[-5:]) / 5 < sum(trained[:5]) / 5 / 4
     nlp = spacy.blank("en")
-    nlp.add_pipe("gner", config={"model": str(output), "labels": LABELS, "device": "cpu"})
+    nlp.add_pipe("gner", config={"generator": {"model": str(output), "device": "cpu"}, "labels": LABELS})
     doc = nlp("Paris is in France .")
     assert [(e.text, e.label_) for e in doc.ents] == [("Paris", "location"), ("France", "location")]
 

@@ -28,7 +28,7 @@ def test_package_writes_a_pipeline_that_loads_with_the_weights_inside(tiny_llama
     assert (nlp.meta["name"], nlp.meta["version"]) == ("gner_toy", "1.2.3")
     assert nlp.meta["description"]
     gner = nlp.get_pipe("gner")
-    assert gner.labels == tuple(LABELS) and gner.generation["prompt_format"] == "plain"
+    assert gner.labels == tuple(LABELS) and gner.generator.prompt_format == "plain"
     assert gner.generator.loaded
 
 

@@ -58,12 +58,15 @@ def test_workflow_runs_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     for result in metrics.values():
         assert list(result["datasets"]) == ["places", "companies"]
         assert result["datasets"]["places"]["sentences"] == 3
-        assert set(result["datasets"]["companies"]) == {"sentences", "paper", "spacy"}
+        assert set(result["datasets"]["companies"]) == {"sentences", "paper", "spacy", "thresholds",
+                                                        "calibration"}
         assert "per_type" in result["datasets"]["places"]["spacy"]
         assert set(result["average"]) == {"paper", "spacy"}
     table = (tmp_path / "metrics" / "crossner.md").read_text()
     assert table.count("| Model | places | companies | Average |") == 2
     assert "| before |" in table and "| after |" in table
+    assert "| places |" in table and "ECE" in table  # the threshold tables
+    assert (tmp_path / "metrics" / "crossner.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_project_file_documents_and_lists_the_workflow(tmp_path):

@@ -1,0 +1,144 @@
+"""What the `gner` component asks of a model: the generator contract and its registry.
+
+A generator takes Requests (a chunk's words, the entity types, tags already fixed) and gives
+one Result per request: a tag per word, and, where the model gives them, the probability of
+each tag; the raw text when it generated freely. It owns its model, its tokenizer and its
+token budget (`costs`). Generators are registered, versioned functions in the
+`gner_generators` registry (other packages add theirs through the `spacy_gner_generators`
+entry point group), named in a pipeline config as
+
+    [components.gner.generator]
+    @gner_generators = "spacy-gner.HFGenerator.v1"
+    model = "dyyyyyyyy/GNER-T5-base"
+
+Registering them imports neither torch nor transformers.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Literal, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+
+from spacy.util import registry
+
+from .matching import hierarchical_match
+from .output import extract
+from .prompt import build_prompt
+
+DEFAULT_MODEL = "dyyyyyyyy/GNER-T5-base"
+
+if not hasattr(registry, "gner_generators"):
+    registry.create("gner_generators", entry_points=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chunk for the model: its words, the entity types in prompt order, and per word a
+    tag the output must keep (None: the model's choice; no tuple: none fixed)."""
+
+    words: Tuple[str, ...]
+    labels: Tuple[str, ...]
+    fixed: Tuple[Optional[str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.fixed and len(self.fixed) != len(self.words):
+            raise ValueError(f"{len(self.words)} words but {len(self.fixed)} fixed tags")
+
+    @property
+    def prompt(self) -> str:
+        return build_prompt(self.words, self.labels)
+
+    @property
+    def tags(self) -> Tuple[str, ...]:
+        """Every valid tag: O, then B- and I- of each type."""
+        return ("O",) + tuple(f"{p}-{label}" for label in self.labels for p in "BI")
+
+    def allowed(self, word: int) -> Tuple[str, ...]:
+        """The tags a word may take: its fixed tag, else any valid tag but one that would
+        extend a fixed entity ending just before it."""
+        if self.fixed and self.fixed[word] is not None:
+            return (self.fixed[word],)
+        before = self.fixed[word - 1] if self.fixed and word else None
+        if before is None or before == "O":
+            return self.tags
+        return tuple(tag for tag in self.tags if tag != f"I-{before[2:]}")
+
+    def enforce(self, tags: Sequence[str]) -> Tuple[str, ...]:
+        """`tags` made valid for this request, for generators that cannot force tags while
+        decoding: the fixed ones kept, O for the others it does not allow (a type not offered,
+        or one that would extend a fixed entity)."""
+        valid = set(self.tags)
+        return tuple(
+            (self.fixed[k] if self.fixed else None)
+            or (tag if tag in valid and tag in self.allowed(k) else "O")
+            for k, tag in enumerate(tags)
+        )
+
+
+@dataclass(frozen=True)
+class Result:
+    """A generator's answer to one Request: a tag per word; per word the model's probability
+    of its tag (None where the generator has no scores); the generated text when the output
+    was generated freely and matched back onto the words (None when the words were forced)."""
+
+    tags: Tuple[str, ...]
+    probs: Optional[Tuple[float, ...]] = None
+    text: Optional[str] = None
+
+
+def parse_output(request: Request, text: str, tokenizer: Any = None) -> Result:
+    """The Result of a freely generated output: its `word(tag)` pairs (`extract`) matched onto
+    the request's words (`hierarchical_match`, back-tokenizing with `tokenizer`), fixed tags
+    kept, and no tag that would extend a fixed entity."""
+    tags = hierarchical_match(request.words, *extract(text, request.labels), tokenizer)
+    return Result(request.enforce(tags), None, text)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """The contract of a generator: results for requests, and its token budget."""
+
+    def __call__(self, requests: Sequence[Request]) -> List[Result]:
+        """One Result per Request, in order."""
+
+    def costs(self, words: Sequence[str], labels: Sequence[str]) -> Tuple[List[int], int]:
+        """Each word's share of an output (its tokens with the widest tag) and the most
+        tokens one request's output may take: the component cuts chunks to fit."""
+
+
+@runtime_checkable
+class Loadable(Protocol):
+    """A generator whose model loads on demand: `load` loads it now (at `nlp.initialize`)."""
+
+    def load(self) -> None: ...
+
+
+@runtime_checkable
+class Serializable(Protocol):
+    """A generator saved with the pipeline: its model files go in a directory."""
+
+    def to_disk(self, path: Union[str, Path]) -> None: ...
+
+    def from_disk(self, path: Union[str, Path]) -> "Serializable": ...
+
+
+@registry.gner_generators("spacy-gner.HFGenerator.v1")
+def make_hf_generator(
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    batch_size: int = 16,
+    max_batch_tokens: int = 16384,
+    num_beams: int = 1,
+    copy_aware: bool = True,
+    max_length: int = 640,
+    prompt_format: Literal["inst", "chat_template", "plain"] = "inst",
+    trust_remote_code: bool = False,
+) -> Generator:
+    """A Hugging Face seq2seq or causal model (Hub name, local directory, a saved pipeline's
+    directory, or "smollm2"), loaded on first use; see `spacy_gner.generation.HFGenerator`."""
+    from .generation import HFGenerator
+
+    return HFGenerator(
+        model, device=device, dtype=dtype, batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens, num_beams=num_beams, copy_aware=copy_aware,
+        max_length=max_length, prompt_format=prompt_format, trust_remote_code=trust_remote_code,
+    )
