@@ -24,6 +24,7 @@ model and tokenizer (LoRA merged into the base weights) are saved as safetensors
 ready for `nlp.add_pipe("gner", config={"generator": {"model": OUTPUT_DIR}})`.
 """
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ from spacy_gner.prompt import PROMPT_FORMATS, encode_prompts
 logger = logging.getLogger("training.finetune")
 
 IGNORE_INDEX = -100
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: marks it complete
 # The GNER paper's settings (reference scripts for Flan-T5-base and LLaMA-7B). total_batch_size
 # is over all devices and gradient accumulation.
@@ -276,6 +278,20 @@ def load_for_training(
     return (add_lora(model, args) if args.lora else model), tokenizer
 
 
+def return_freed_memory() -> None:
+    """Have the C allocator give freed blocks of 1 MiB or more back to the system at once.
+
+    Every step frees and allocates activations of other sizes; glibc raises its threshold for
+    such blocks as they are freed and keeps them in its heap, which then fragments and grows
+    step after step. Nothing is done where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
 def last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     """The newest checkpoint whose writing finished (the Trainer writes its state file last)."""
     complete = [path for path in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
@@ -284,13 +300,31 @@ def last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
 
 
 class GnerTrainer(Trainer):
-    """A Trainer that counts the examples this process trained on."""
+    """A Trainer that counts the examples this process trained on and, for causal models,
+    computes the output layer only where the loss needs it: from the first position that
+    predicts a target token on (most of a GNER example is its prompt, and the output layer
+    over a large vocabulary is the biggest activation of a small model)."""
 
     examples_seen = 0
 
-    def compute_loss(self, model: Any, inputs: Dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    def compute_loss(self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Optional[Any] = None) -> Any:
         self.examples_seen += len(inputs["input_ids"])
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        if self.model.config.is_encoder_decoder:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        first = int((targets != IGNORE_INDEX).any(0).nonzero()[0])
+        keep = torch.arange(first, targets.shape[1], device=labels.device)
+        outputs = model(**inputs, logits_to_keep=keep)
+        logits = outputs.logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets[:, first:].reshape(-1),
+            ignore_index=IGNORE_INDEX, reduction="sum",
+        )
+        count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
+        loss = loss / count
+        return (loss, outputs) if return_outputs else loss
 
 
 def save_final(trainer: Trainer, tokenizer: Any, output_dir: Path, lora: bool) -> None:
@@ -318,6 +352,7 @@ def finetune(args: argparse.Namespace, callbacks: Sequence[TrainerCallback] = ()
     if args.lora and is_deepspeed_zero3_enabled():
         raise SystemExit("--lora cannot merge adapters into ZeRO-3 sharded weights: use ZeRO-2")
     set_seed(args.seed)
+    return_freed_memory()
     model, tokenizer = load_for_training(name, encoder_decoder, args)
     features = encode(tokenizer, read_examples(args.train), encoder_decoder=encoder_decoder,
                       prompt_format=args.prompt_format, max_source_length=args.max_source_length,

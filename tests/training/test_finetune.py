@@ -24,6 +24,7 @@ from spacy_gner.generators import Request
 from spacy_gner.prompt import build_prompt, build_target, encode_prompts
 from training.finetune import (
     IGNORE_INDEX,
+    GnerTrainer,
     apply_preset,
     build_parser,
     encode,
@@ -86,6 +87,22 @@ def test_causal_model_learns_only_target_and_eos_after_the_component_prompt(tiny
     assert feature["labels"] == [IGNORE_INDEX] * len(source) + target
     assert tokenizer.decode(feature["input_ids"]).startswith("<s> [INST] Please analyze")
     assert feature["input_ids"].count(tokenizer.bos_token_id) == 1
+
+
+def test_causal_loss_from_the_target_positions_only_equals_the_full_loss(tiny_llama, tmp_path):
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    pairs = [(build_prompt(words, LABELS), build_target(words, tags)) for words, tags in SENTENCES]
+    features = encode(tokenizer, pairs, encoder_decoder=False, prompt_format="inst",
+                      max_source_length=640, max_target_length=640)
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)(features)
+    trainer = GnerTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[]))
+    expected = model(**batch).loss  # logits at every position, labels shifted by the model
+    loss = trainer.compute_loss(model, dict(batch))
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert trainer.examples_seen == len(SENTENCES)
 
 
 def test_chat_template_prompt_gets_no_second_bos(tiny_llama):

@@ -40,7 +40,7 @@ def test_workflow_runs_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     write_bio_dataset(data / "companies", ["organization", "person"], {"test": COMPANIES})
     toy_project(tmp_path, base_model=str(tiny_llama), data_dir="assets/toy",
                 train_data="assets/toy/places", zero_shot_data="assets/toy/companies",
-                labels="person location", eval_limit=3, batch_size=2, total_batch_size=2,
+                labels="person location", eval_limit=3, before_limit=3, batch_size=2, total_batch_size=2,
                 lr=3e-3, finetune_args="--logging-steps 1")
     spacy_project("run", "all", ".", cwd=tmp_path)
 
@@ -53,18 +53,20 @@ def test_workflow_runs_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     assert nlp.get_pipe("gner").labels == ("person", "location")
     assert not (pipeline / "gner" / "model" / "checkpoints").exists()
 
+    before = json.loads((tmp_path / "metrics" / "before.json").read_text())
     metrics = json.loads((tmp_path / "metrics" / "crossner.json").read_text())
-    assert list(metrics) == ["before", "after"]
-    for result in metrics.values():
+    assert list(before) == ["before"] and list(metrics) == ["after"]
+    for result in (before["before"], metrics["after"]):
         assert list(result["datasets"]) == ["places", "companies"]
         assert result["datasets"]["places"]["sentences"] == 3
         assert set(result["datasets"]["companies"]) == {"sentences", "paper", "spacy", "thresholds",
                                                         "calibration"}
         assert "per_type" in result["datasets"]["places"]["spacy"]
         assert set(result["average"]) == {"paper", "spacy"}
+    assert "| before |" in (tmp_path / "metrics" / "before.md").read_text()
     table = (tmp_path / "metrics" / "crossner.md").read_text()
     assert table.count("| Model | places | companies | Average |") == 2
-    assert "| before |" in table and "| after |" in table
+    assert "| after |" in table
     assert "| places |" in table and "ECE" in table  # the threshold tables
     assert (tmp_path / "metrics" / "crossner.png").read_bytes().startswith(b"\x89PNG")
 
