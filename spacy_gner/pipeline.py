@@ -12,7 +12,6 @@ from spacy.language import Language
 from spacy.util import load_config
 
 from .component import DEFAULT_CONFIG, GNER, Labels
-
 from .generators import make_hf_generator
 
 # The settings of the default generator, spacy-gner.HFGenerator.v1, besides its model.
@@ -27,7 +26,10 @@ def is_pipeline_dir(path: Union[str, Path]) -> bool:
 
 def gner_components(pipeline_dir: Union[str, Path]) -> List[str]:
     """The names of the gner components in a saved pipeline's config.cfg."""
-    config = load_config(Path(pipeline_dir) / "config.cfg", interpolate=False)
+    return _gner_names(load_config(Path(pipeline_dir) / "config.cfg", interpolate=False))
+
+
+def _gner_names(config: Dict[str, Any]) -> List[str]:
     return [name for name, component in config.get("components", {}).items()
             if component.get("factory") == "gner"]
 
@@ -83,7 +85,7 @@ def saved_overrides(pipeline_dir: Path, settings: Dict[str, Any]) -> Dict[str, A
     """Config overrides that give a saved pipeline's gner components `settings`; a generator
     setting its generator block does not have (a custom generator) is an error, not ignored."""
     config = load_config(pipeline_dir / "config.cfg", interpolate=False)
-    names = gner_components(pipeline_dir)
+    names = _gner_names(config)
     if not names:
         from .models import ModelLoadError
 

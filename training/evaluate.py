@@ -32,7 +32,7 @@ from spacy.training import Example
 from spacy_gner import GNER
 from spacy_gner.component import DOC_LABELS, RAW_OUTPUT_KEY
 from spacy_gner.metrics import bootstrap_interval, calibration, paper_counts, prf, threshold_scores
-from spacy_gner.pipeline import load_pipeline
+from spacy_gner.pipeline import gner_pipes, load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
 from .prepare import cap_per_dataset, record_doc, shuffle_labels
@@ -79,7 +79,7 @@ def load_datasets(
 
 
 def gner_component(nlp: Language) -> GNER:
-    found = [pipe for _, pipe in nlp.pipeline if isinstance(pipe, GNER)]
+    found = gner_pipes(nlp)
     if len(found) != 1:
         raise ValueError(f"expected one gner component, found {len(found)}")
     return found[0]
