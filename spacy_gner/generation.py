@@ -183,15 +183,17 @@ class HFGenerator:
         wanted = [None] + [labels for labels, count in counts.items()
                            if count > 1 or labels in self._last_labels or labels in self._prefixes]
         self._last_labels = list(counts)
+        prefixes = []
         for key in wanted:
             if key not in self._prefixes:
                 ids = encode_prompt_start(self.tokenizer, self.prompt_format, key)
                 self._prefixes[key] = encode_prefix(self.model, ids)
             self._prefixes.move_to_end(key)
+            prefixes.append(self._prefixes[key])
         while len(self._prefixes) > PREFIXES_KEPT + 1:  # the label-free part stays
             oldest = next(key for key in self._prefixes if key is not None)
             del self._prefixes[oldest]
-        return [self._prefixes[key] for key in wanted]
+        return prefixes  # this call may use more label sets than the cache keeps
 
     def _greedy(self, prompts: List[List[int]], units: List["Units"],
                 prefixes: Sequence["SharedPrefix"], rows: int) -> List[Result]:

@@ -1,7 +1,7 @@
 import pytest
 from support import LABELS, TRAIN_TAGS, TRAIN_WORDS, random_model, train_tokenizer
 
-from spacy_gner.generation import HFGenerator, plan_batches
+from spacy_gner.generation import PREFIXES_KEPT, HFGenerator, plan_batches
 from spacy_gner.generators import Request
 
 
@@ -97,3 +97,16 @@ def test_a_label_set_prefix_is_computed_once_and_kept_across_calls(tiny_llama, m
     generator([swapped])
     assert len(computed) == 3
     assert first[0].tags == tuple(TRAIN_TAGS)
+
+
+def test_a_call_may_use_more_label_sets_than_the_cache_keeps(tiny_llama):
+    # every label order comes twice, so each gets its prefix: more than the cache keeps
+    labels = LABELS + ["band", "date", "event"]
+    orders = [tuple(labels[i:] + labels[:i]) for i in range(len(labels))]
+    orders += [order[::-1] for order in orders]
+    assert len(set(orders)) > PREFIXES_KEPT
+    requests = [Request(REQUEST.words, order) for order in orders for _ in range(2)]
+    generator = HFGenerator(tiny_llama, device="cpu", batch_size=4)
+    results = generator(requests)
+    _same(results, [HFGenerator(tiny_llama, device="cpu")([r])[0] for r in requests])
+    _same(generator(requests[::-1]), results[::-1])
