@@ -22,7 +22,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.scorer import Scorer
@@ -52,9 +52,10 @@ def load_datasets(
     seed: int = 0,
     label_order: str = "shuffled",
     report: Callable[[str], None] = print,
+    limits: Mapping[str, Optional[int]] = {},
 ) -> List[Dataset]:
     """The datasets of BIO directories (or directories of them) and GNER .jsonl files, each
-    cut to a seeded sample of `limit` sentences.
+    cut to a seeded sample of `limit` sentences (`limits[name]` where given; None: all).
 
     Sentences of BIO directories offer label.txt's types, in an order shuffled per sentence
     with `seed` (`label_order` "shuffled", the reference's protocol) or in file order
@@ -72,10 +73,21 @@ def load_datasets(
             records.extend(read)
         else:
             records.extend(read_gner_jsonl(path))
-    if limit is not None:
-        records = cap_per_dataset(records, limit, seed)
+    unknown = set(limits) - {record.dataset for record in records}
+    if unknown:
+        raise ValueError(f"limits name datasets that are not in the data: {sorted(unknown)}")
+    records = cap_per_dataset(records, limit, seed, limits)
     return [(name, [r for r in records if r.dataset == name])
             for name in dict.fromkeys(r.dataset for r in records)]
+
+
+def parse_limit(value: str) -> Tuple[Optional[str], Optional[int]]:
+    """A --limit value: "N" -> (None, N), "NAME=N" -> (NAME, N); N may be "all" (None), NAME
+    a dataset's name or its directory."""
+    name, _, count = value.rpartition("=")
+    if count != "all" and not count.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected N, all, NAME=N or NAME=all")
+    return Path(name).name or None, None if count == "all" else int(count)
 
 
 def gner_component(nlp: Language) -> GNER:
@@ -300,7 +312,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     add("--name", action="append", default=[], help="a model's name in the tables, once per "
         "model in order (default: the directory names)")
     add("--split", default="test", help="the split file of BIO directories (default: test)")
-    add("--limit", type=int, help="at most N sentences per dataset (a seeded sample)")
+    add("--limit", action="append", type=parse_limit, default=[], metavar="N|NAME=N",
+        help="at most N sentences per dataset (a seeded sample); NAME=N sets it for one "
+        "dataset (its name or directory); N may be 'all'; repeat for several")
     add("--seed", type=int, default=0,
         help="seed of the --limit sample and of the shuffled type orders (default: 0)")
     add("--label-order", choices=LABEL_ORDERS, default="shuffled",
@@ -317,7 +331,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     models = model_names(args.models, args.name)
-    datasets = load_datasets(args.data, args.split, args.limit, args.seed, args.label_order)
+    limits = dict(args.limit)
+    try:
+        datasets = load_datasets(args.data, args.split, limits.pop(None, None), args.seed,
+                                 args.label_order, limits=limits)
+    except ValueError as error:
+        parser.error(str(error))
     results = evaluate(models, datasets, args.device, args.prompt_format)
     report = markdown_report(results)
     print(report)

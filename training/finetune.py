@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--batch-size", type=int, help="examples per device and forward pass")
     optim.add_argument("--total-batch-size", type=int,
                        help="examples per optimizer step, all devices (sets gradient accumulation)")
+    optim.add_argument("--optim", default="adamw_torch",
+                       help="the Trainer's optimizer: adamw_torch, adamw_torch_fused (one "
+                       "kernel per step, no full-size temporaries), adafactor, ...")
     optim.add_argument("--seed", type=int, default=1234,
                        help="seed of initialisation, data order, dropout")
 
@@ -227,7 +230,7 @@ def training_arguments(args: argparse.Namespace, checkpoint_dir: Path) -> Traini
         lr_scheduler_type=args.lr_scheduler,
         warmup_ratio=args.warmup_ratio,
         weight_decay=0.0,
-        optim="adamw_torch",
+        optim=args.optim,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         bf16=bf16,

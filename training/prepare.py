@@ -20,6 +20,7 @@ from spacy_gner.prompt import build_prompt, build_target
 from .readers import ENCODING, FORMATS, DataError, Location, PathLike, SpanStats
 from .readers import detect_format, read_bio_dirs, read_labels, read_records
 from .records import Record
+from .variants import Variants, add_head_type, common_heads, load_variants, vary_labels
 
 LabelMap = Mapping[str, Optional[str]]
 
@@ -78,15 +79,22 @@ def add_external_types(record: Record, pool: Sequence[str], count: int, seed: in
     return replace(record, labels=record.labels + extra)
 
 
-def cap_per_dataset(records: Sequence[Record], cap: int, seed: int) -> List[Record]:
-    """At most `cap` records of each dataset, a sample fixed by `seed`, in their input order."""
+def cap_per_dataset(
+    records: Sequence[Record],
+    cap: Optional[int],
+    seed: int,
+    caps: Mapping[str, Optional[int]] = {},
+) -> List[Record]:
+    """At most `cap` records of each dataset (`caps[dataset]` where given; None: all), a sample
+    fixed by `seed`, in their input order."""
     indices: Dict[str, List[int]] = {}
     for index, record in enumerate(records):
         indices.setdefault(record.dataset, []).append(index)
     keep = set()
     for dataset, own in indices.items():
+        most = caps.get(dataset, cap)
         rng = random.Random(f"{seed}/cap/{dataset}")
-        keep.update(own if len(own) <= cap else rng.sample(own, cap))
+        keep.update(own if most is None or len(own) <= most else rng.sample(own, most))
     return [record for index, record in enumerate(records) if index in keep]
 
 
@@ -105,19 +113,31 @@ def prepare_records(
     cap: Optional[int] = None,
     external: int = 0,
     pool: Optional[Sequence[str]] = None,
+    head_rate: float = 0.0,
+    variants: Optional[Variants] = None,
+    variant_rate: float = 0.0,
     shuffle: bool = False,
     seed: int = 0,
 ) -> List[Record]:
     """Normalise type names, cap each dataset, add `external` types absent from each sentence
-    (from `pool`, else from its dataset's types) and shuffle the type order, in that order."""
+    (from `pool`, else from its dataset's types), offer a head noun of the sentence's entities
+    as a narrower type at `head_rate` (`variants.add_head_type`), rename types to one of their
+    `variants` at `variant_rate` and shuffle the type order, in that order."""
     records = [normalise_labels(r, label_map) for r in records] if label_map else list(records)
     pools = dataset_types(records) if external and pool is None else {}
+    heads = common_heads(records) if head_rate > 0 else set()
     if cap is not None:
         records = cap_per_dataset(records, cap, seed)
     if external:
         records = [
             add_external_types(r, pools[r.dataset] if pool is None else pool, external, seed)
             for r in records
+        ]
+    if heads:
+        records = [add_head_type(r, heads, head_rate, _rng(seed, "heads", r)) for r in records]
+    if variants and variant_rate > 0:
+        records = [
+            vary_labels(r, variants, variant_rate, _rng(seed, "variants", r)) for r in records
         ]
     if shuffle:
         records = [shuffle_labels(record, seed) for record in records]
@@ -214,6 +234,13 @@ def _parser() -> argparse.ArgumentParser:
         "from each sentence (default: 0)")
     add("--external-pool", type=Path, metavar="PATH", help="file of types, one per line, to "
         "draw external types from (default: each dataset's own types)")
+    add("--head-types", type=float, default=0.0, metavar="P", help="with probability P, "
+        "offer a head noun of a sentence's entities as a narrower type ('society' beside "
+        "'organization' for 'Royal Society'; default: 0)")
+    add("--variants", metavar="crossner|PATH", help="other names of types: 'crossner' (the "
+        "CrossNER training types') or a JSON file {type: [name, ...]}; see --variant-rate")
+    add("--variant-rate", type=float, default=0.0, metavar="P", help="rename each type of a "
+        "sentence to one of its --variants with probability P (default: 0)")
     add("--shuffle-labels", action="store_true",
         help="shuffle the type order of each sentence (seeded)")
     add("--seed", type=int, default=0, help="seed of all sampling (default: 0)")
@@ -261,6 +288,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             cap=args.cap,
             external=args.external,
             pool=read_labels(args.external_pool) if args.external_pool else None,
+            head_rate=args.head_types,
+            variants=load_variants(args.variants) if args.variants else None,
+            variant_rate=args.variant_rate,
             shuffle=args.shuffle_labels,
             seed=args.seed,
         )

@@ -1,6 +1,7 @@
 """training.evaluate: datasets, type orders, predictions through the pipeline, both metrics
 (the paper's as the reference computes it), averages and the Table 2 layout, with a scripted
 model."""
+import argparse
 import json
 import re
 
@@ -17,6 +18,7 @@ from training.evaluate import (
     main,
     markdown_table,
     model_names,
+    parse_limit,
     predict,
     raw_tags,
     score,
@@ -56,6 +58,25 @@ def test_load_datasets_reads_bio_directories_and_gner_jsonl_with_a_limit(data, t
     assert (name, [r.words for r in records]) == ("places", [w for w, _ in PEOPLE_AND_PLACES])
     with pytest.raises(ValueError, match="'random'"):
         load_datasets([data], label_order="random")
+
+
+def test_limits_per_dataset_override_the_limit(data):
+    datasets = load_datasets([data], limit=1, limits={"places": None})
+    assert [(name, len(records)) for name, records in datasets] == [("companies", 1), ("places", 4)]
+    datasets = load_datasets([data], limits={"places": 2})
+    assert [(name, len(records)) for name, records in datasets] == [("companies", 2), ("places", 2)]
+    with pytest.raises(ValueError, match=r"not in the data: \['plaices'\]"):
+        load_datasets([data], limits={"plaices": 2})
+
+
+def test_limit_values_on_the_command_line():
+    assert parse_limit("200") == (None, 200)
+    assert parse_limit("all") == (None, None)
+    assert parse_limit("crossner_politics=all") == ("crossner_politics", None)
+    assert parse_limit("assets/crossner/crossner_politics/=7") == ("crossner_politics", 7)
+    assert parse_limit("a=b=5") == ("a=b", 5)
+    with pytest.raises(argparse.ArgumentTypeError, match="'ten'"):
+        parse_limit("ten")
 
 
 def test_datasets_without_test_sentences_are_reported(data, capsys):
@@ -229,11 +250,13 @@ def test_command_line_writes_metrics_json_and_markdown(data, tmp_path, capsys):
     scripted_pipeline().to_disk(tmp_path / "pipeline")
     output, markdown = tmp_path / "out" / "metrics.json", tmp_path / "out" / "table.md"
     main([str(tmp_path / "pipeline"), "--data", str(data / "places"), str(data / "companies"),
-          "--limit", "3", "--output", str(output), "--markdown", str(markdown)])
+          "--limit", "3", "--limit", "companies=1", "--output", str(output),
+          "--markdown", str(markdown)])
     metrics = json.loads(output.read_text())
     assert list(metrics) == ["pipeline"]
     assert list(metrics["pipeline"]["datasets"]) == ["places", "companies"]
     assert metrics["pipeline"]["datasets"]["places"]["sentences"] == 3
+    assert metrics["pipeline"]["datasets"]["companies"]["sentences"] == 1
     assert set(metrics["pipeline"]["average"]) == {"paper", "spacy"}
     table = markdown.read_text()
     assert "| Model | places | companies | Average |" in table

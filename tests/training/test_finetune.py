@@ -261,6 +261,26 @@ def test_causal_model_memorises_and_the_component_reads_it(tiny_llama, tmp_path)
     assert [(e.text, e.label_) for e in doc.ents] == [("Paris", "location"), ("France", "location")]
 
 
+class TrainingSetup(TrainerCallback):
+    """Records whether the optimizer is fused and the model recomputes its activations."""
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.fused = getattr(optimizer, "optimizer", optimizer).defaults.get("fused")
+        self.checkpointing = model.is_gradient_checkpointing
+
+
+def test_the_workflows_memory_options_learn_as_well(tiny_llama, tmp_path):
+    # the workflow's finetune_args: bf16, gradient checkpointing, fused AdamW
+    data = write_jsonl(tmp_path / "train.jsonl")
+    setup = TrainingSetup()
+    output = run(*cli(tiny_llama, data, tmp_path / "out", "--max-steps", "60", "--save-steps",
+                      "60", "--bf16", "--gradient-checkpointing", "--optim", "adamw_torch_fused"),
+                 callbacks=[setup])
+    assert setup.fused and setup.checkpointing
+    trained = losses(output)
+    assert sum(trained[-5:]) / 5 < sum(trained[:5]) / 5 / 4
+
+
 def test_seq2seq_loss_falls_under_bf16_autocast(tiny_t5, tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl")
     dtype = OutputDtype()

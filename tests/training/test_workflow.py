@@ -40,7 +40,7 @@ def test_workflow_runs_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     write_bio_dataset(data / "companies", ["organization", "person"], {"test": COMPANIES})
     toy_project(tmp_path, base_model=str(tiny_llama), data_dir="assets/toy",
                 train_data="assets/toy/places", zero_shot_data="assets/toy/companies",
-                labels="person location", eval_limit=3, before_limit=3, batch_size=2, total_batch_size=2,
+                labels="person location", eval_limit=1, before_limit=3, batch_size=2, total_batch_size=2,
                 lr=3e-3, finetune_args="--logging-steps 1")
     spacy_project("run", "all", ".", cwd=tmp_path)
 
@@ -56,9 +56,12 @@ def test_workflow_runs_end_to_end_on_a_tiny_model(tiny_llama, tmp_path):
     before = json.loads((tmp_path / "metrics" / "before.json").read_text())
     metrics = json.loads((tmp_path / "metrics" / "crossner.json").read_text())
     assert list(before) == ["before"] and list(metrics) == ["after"]
+    # the pipeline on eval_limit sentences but all of the zero-shot set, the base model on 3
+    assert metrics["after"]["datasets"]["places"]["sentences"] == 1
+    assert metrics["after"]["datasets"]["companies"]["sentences"] == 2
+    assert before["before"]["datasets"]["places"]["sentences"] == 3
     for result in (before["before"], metrics["after"]):
         assert list(result["datasets"]) == ["places", "companies"]
-        assert result["datasets"]["places"]["sentences"] == 3
         assert set(result["datasets"]["companies"]) == {"sentences", "paper", "spacy", "thresholds",
                                                         "calibration"}
         assert "per_type" in result["datasets"]["places"]["spacy"]
