@@ -24,6 +24,7 @@ model and tokenizer (LoRA merged into the base weights) are saved as safetensors
 ready for `nlp.add_pipe("gner", config={"generator": {"model": OUTPUT_DIR}})`.
 """
 import argparse
+import contextlib
 import ctypes
 import json
 import logging
@@ -50,10 +51,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from spacy_gner.models import resolve_model
 from spacy_gner.prompt import PROMPT_FORMATS, encode_prompts
 
+from . import prefix_sharing
+
 logger = logging.getLogger("training.finetune")
 
 IGNORE_INDEX = -100
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 64 << 20  # bytes: larger blocks are mapped on their own (see HeapTrimmer)
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: marks it complete
 # The GNER paper's settings (reference scripts for Flan-T5-base and LLaMA-7B). total_batch_size
 # is over all devices and gradient accumulation.
@@ -121,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="bf16 autocast (default: on GPUs that support it; CPU: if asked)")
     hardware.add_argument("--gradient-checkpointing", action="store_true",
                           help="recompute activations: less memory, slower")
+    hardware.add_argument("--share-prompt-start", action=argparse.BooleanOptionalAction,
+                          default=True, help="causal models: compute the start that a batch's "
+                          "prompts share once (the same loss and gradients, less work; not with "
+                          "--deepspeed)")
     hardware.add_argument("--deepspeed", type=Path,
                           help="DeepSpeed config json, e.g. configs/deepspeed_zero3.json")
 
@@ -281,18 +289,30 @@ def load_for_training(
     return (add_lora(model, args) if args.lora else model), tokenizer
 
 
-def return_freed_memory() -> None:
-    """Have the C allocator give freed blocks of 1 MiB or more back to the system at once.
+class HeapTrimmer(TrainerCallback):
+    """Keeps the C allocator's heap from growing step after step, at little cost in time.
 
-    Every step frees and allocates activations of other sizes; glibc raises its threshold for
-    such blocks as they are freed and keeps them in its heap, which then fragments and grows
-    step after step. Nothing is done where the C library is not glibc.
+    Every step frees and allocates activations of other sizes (batches differ in length).
+    glibc keeps freed blocks in its heap and raises its mmap threshold as large blocks are
+    freed, so the heap fragments and the resident memory grows over an epoch. Here the
+    threshold is fixed at `MMAP_THRESHOLD` (only blocks at least that large, such as the
+    output layer's logits, are mapped on their own) and the free pages of the heap are given
+    back after every optimizer step (`malloc_trim`). A threshold of 1 MiB would also bound the
+    memory, but then every activation is a fresh mapping whose pages fault in: a fifth of the
+    time of a CPU epoch went to the kernel. Nothing is done where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+    def __init__(self) -> None:
+        try:
+            self.libc: Optional[ctypes.CDLL] = ctypes.CDLL("libc.so.6")
+        except OSError:
+            self.libc = None
+            return
+        self.libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
 
 
 def last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
@@ -306,9 +326,11 @@ class GnerTrainer(Trainer):
     """A Trainer that counts the examples this process trained on and, for causal models,
     computes the output layer only where the loss needs it: from the first position that
     predicts a target token on (most of a GNER example is its prompt, and the output layer
-    over a large vocabulary is the biggest activation of a small model)."""
+    over a large vocabulary is the biggest activation of a small model). With `share_start`,
+    the start that a batch's prompts share is computed once (`prefix_sharing`)."""
 
     examples_seen = 0
+    share_start = False
 
     def compute_loss(self, model: Any, inputs: Dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Optional[Any] = None) -> Any:
@@ -319,7 +341,12 @@ class GnerTrainer(Trainer):
         targets = labels[:, 1:]  # position t predicts token t + 1
         first = int((targets != IGNORE_INDEX).any(0).nonzero()[0])
         keep = torch.arange(first, targets.shape[1], device=labels.device)
-        outputs = model(**inputs, logits_to_keep=keep)
+        if self.share_start:
+            decoder = self.accelerator.unwrap_model(model)
+            decoder = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
+            outputs = prefix_sharing.forward(model, decoder.base_model, inputs, keep)
+        else:
+            outputs = model(**inputs, logits_to_keep=keep)
         logits = outputs.logits.float()
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets[:, first:].reshape(-1),
@@ -355,7 +382,7 @@ def finetune(args: argparse.Namespace, callbacks: Sequence[TrainerCallback] = ()
     if args.lora and is_deepspeed_zero3_enabled():
         raise SystemExit("--lora cannot merge adapters into ZeRO-3 sharded weights: use ZeRO-2")
     set_seed(args.seed)
-    return_freed_memory()
+    trimmer = HeapTrimmer()
     model, tokenizer = load_for_training(name, encoder_decoder, args)
     features = encode(tokenizer, read_examples(args.train), encoder_decoder=encoder_decoder,
                       prompt_format=args.prompt_format, max_source_length=args.max_source_length,
@@ -364,11 +391,14 @@ def finetune(args: argparse.Namespace, callbacks: Sequence[TrainerCallback] = ()
     trainer = GnerTrainer(
         model=model, args=training_args, train_dataset=features, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX),
-        callbacks=list(callbacks),
+        callbacks=[trimmer, *callbacks],
     )
+    trainer.share_start = (args.share_prompt_start and not args.deepspeed
+                           and prefix_sharing.supported(model))
     if resume_from:
         logger.info("Resuming from %s", resume_from)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with prefix_sharing.enable(model) if trainer.share_start else contextlib.nullcontext():
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     logger.info("rank %d of %d trained on %d examples", training_args.process_index,
                 training_args.world_size, trainer.examples_seen)
     save_final(trainer, tokenizer, args.output_dir, args.lora)
