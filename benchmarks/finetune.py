@@ -1,11 +1,11 @@
 """Fine-tuning speed and memory: the shared prompt start on and off, on the workflow's data.
 
-    python benchmarks/finetune.py [--model smollm2] [--steps 16] [--batch-size 4]
+    python benchmarks/finetune.py [--model smollm2] [--steps 16]
 
-Prepares the workflow's training data (the four CrossNER training domains of assets/crossner,
-175 sentences each, type orders shuffled; a temporary file), then fine-tunes `--model` for
-`--steps` optimizer steps twice, each in a fresh process so peak memory is its own, with the
-workflow's options (bf16 autocast, gradient checkpointing, fused AdamW, batches of 4):
+Prepares the workflow's training data as project.yml's variables say (`train_data`,
+`train_cap` sentences each, type orders shuffled; a temporary file), then fine-tunes `--model`
+for `--steps` optimizer steps twice, each in a fresh process so peak memory is its own, with
+the workflow's options (`finetune_args`, `lr`, `batch_size`, `total_batch_size`, `seed`):
   plain   every prompt computed in full (`--no-share-prompt-start`);
   shared  the start a batch's prompts share computed once (the default for causal models).
 Prints seconds per step (the Trainer's loop: model loading excluded), examples/s, peak RSS
@@ -21,10 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
+from weasel.util import load_project_config
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the `training` package lives in the repository, not installed
-TRAIN_DATA = [ROOT / "assets" / "crossner" / f"crossner_{name}"
-              for name in ("ai", "literature", "music", "science")]
+WORKFLOW = load_project_config(ROOT)["vars"]  # project.yml's variables, interpolated
 CONFIGS = {"plain": ["--no-share-prompt-start"], "shared": ["--share-prompt-start"]}
 
 
@@ -43,10 +44,10 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as output:
         argv = ["--model", args.model, "--train", str(args.train), "--output-dir", output,
-                "--max-steps", str(args.steps), "--batch-size", str(args.batch_size),
-                "--total-batch-size", str(args.batch_size), "--learning-rate", "1e-4",
-                "--seed", "1234", "--bf16", "--gradient-checkpointing",
-                "--optim", "adamw_torch_fused", "--save-steps", str(10 * args.steps),
+                "--max-steps", str(args.steps), "--batch-size", str(WORKFLOW["batch_size"]),
+                "--total-batch-size", str(WORKFLOW["total_batch_size"]),
+                "--learning-rate", str(WORKFLOW["lr"]), "--seed", str(WORKFLOW["seed"]),
+                "--save-steps", str(10 * args.steps), *WORKFLOW["finetune_args"].split(),
                 *CONFIGS[args.child]]
         finetune(build_parser().parse_args(argv), callbacks=[Recorder()])
     return {"config": args.child, "seconds": logged["train_runtime"], "loss": logged["train_loss"],
@@ -56,8 +57,9 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
 def prepare(path: Path) -> None:
     from training.prepare import main as prepare_main
 
-    prepare_main([*map(str, TRAIN_DATA), "--split", "train", "--split", "dev", "--cap", "175",
-                  "--shuffle-labels", "--label-map", "crossner", "--seed", "1234",
+    data = [str(ROOT / name) for name in WORKFLOW["train_data"].split()]
+    prepare_main([*data, "--split", "train", "--split", "dev", "--cap", str(WORKFLOW["train_cap"]),
+                  "--shuffle-labels", "--label-map", "crossner", "--seed", str(WORKFLOW["seed"]),
                   "--jsonl", str(path)])
 
 
@@ -65,7 +67,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2", help="causal model: Hub name, directory or smollm2")
     parser.add_argument("--steps", type=int, default=16, help="optimizer steps per configuration")
-    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--train", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -81,12 +82,14 @@ def main() -> None:
                        *sys.argv[1:]]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results.append(json.loads(output.strip().splitlines()[-1]))
-    print(f"model: {args.model}  steps: {args.steps}  batch size: {args.batch_size}")
+    examples = args.steps * WORKFLOW["total_batch_size"]
+    print(f"model: {args.model}  steps: {args.steps}  examples per step: "
+          f"{WORKFLOW['total_batch_size']}  options: {WORKFLOW['finetune_args']}")
     print("| configuration | s / step | examples/s | peak RSS MB | mean loss |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for result in results:
         print(f"| {result['config']} | {result['seconds'] / args.steps:.2f} | "
-              f"{args.steps * args.batch_size / result['seconds']:.3f} | "
+              f"{examples / result['seconds']:.3f} | "
               f"{result['peak_rss_mb']:.0f} | {result['loss']:.4f} |")
     plain, shared = results
     print(f"shared/plain: {plain['seconds'] / shared['seconds']:.2f}x speed, peak RSS "
