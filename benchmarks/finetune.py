@@ -2,10 +2,9 @@
 
     python benchmarks/finetune.py [--model smollm2] [--steps 16]
 
-Prepares the workflow's training data as project.yml's variables say (`train_data`,
-`train_cap` sentences each, type orders shuffled; a temporary file), then fine-tunes `--model`
-for `--steps` optimizer steps twice, each in a fresh process so peak memory is its own, with
-the workflow's options (`finetune_args`, `lr`, `batch_size`, `total_batch_size`, `seed`):
+Runs the workflow's own commands from project.yml: its `prepare` step's training-data command
+(written to a temporary file), then its fine-tuning options (`finetune_options`) for `--model`
+and `--steps` optimizer steps, twice, each in a fresh process so peak memory is its own:
   plain   every prompt computed in full (`--no-share-prompt-start`);
   shared  the start a batch's prompts share computed once (the default for causal models).
 Prints seconds per step (the Trainer's loop: model loading excluded), examples/s, peak RSS
@@ -15,6 +14,7 @@ the speed ratio shared/plain.
 import argparse
 import json
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,8 +25,15 @@ from weasel.util import load_project_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the `training` package lives in the repository, not installed
-WORKFLOW = load_project_config(ROOT)["vars"]  # project.yml's variables, interpolated
+PROJECT = load_project_config(ROOT)  # project.yml, its variables interpolated
+WORKFLOW = PROJECT["vars"]
 CONFIGS = {"plain": ["--no-share-prompt-start"], "shared": ["--share-prompt-start"]}
+
+
+def prepare_command() -> List[str]:
+    """The workflow's command that writes the training data (its `prepare` step's first)."""
+    [step] = [command for command in PROJECT["commands"] if command["name"] == "prepare"]
+    return shlex.split(step["script"][0])
 
 
 def measure(args: argparse.Namespace) -> Dict[str, Any]:
@@ -43,24 +50,13 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
             logged.update(logs or {})
 
     with tempfile.TemporaryDirectory() as output:
-        argv = ["--model", args.model, "--train", str(args.train), "--output-dir", output,
-                "--max-steps", str(args.steps), "--batch-size", str(WORKFLOW["batch_size"]),
-                "--total-batch-size", str(WORKFLOW["total_batch_size"]),
-                "--learning-rate", str(WORKFLOW["lr"]), "--seed", str(WORKFLOW["seed"]),
-                "--save-steps", str(10 * args.steps), *WORKFLOW["finetune_args"].split(),
-                *CONFIGS[args.child]]
+        # the workflow's options, then what this run changes (the last value of an option wins)
+        argv = [*shlex.split(WORKFLOW["finetune_options"]), "--model", args.model,
+                "--train", str(args.train), "--output-dir", output, "--max-steps", str(args.steps),
+                "--save-steps", str(10 * args.steps), *CONFIGS[args.child]]
         finetune(build_parser().parse_args(argv), callbacks=[Recorder()])
     return {"config": args.child, "seconds": logged["train_runtime"], "loss": logged["train_loss"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def prepare(path: Path) -> None:
-    from training.prepare import main as prepare_main
-
-    data = [str(ROOT / name) for name in WORKFLOW["train_data"].split()]
-    prepare_main([*data, "--split", "train", "--split", "dev", "--cap", str(WORKFLOW["train_cap"]),
-                  "--shuffle-labels", "--label-map", "crossner", "--seed", str(WORKFLOW["seed"]),
-                  "--jsonl", str(path)])
 
 
 def main() -> None:
@@ -76,7 +72,8 @@ def main() -> None:
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         train = Path(tmp) / "train.jsonl"
-        prepare(train)
+        subprocess.run([sys.executable, *prepare_command()[1:], "--jsonl", str(train)], cwd=ROOT,
+                       check=True, stdout=subprocess.DEVNULL)
         for config in CONFIGS:
             command = [sys.executable, __file__, "--child", config, "--train", str(train),
                        *sys.argv[1:]]

@@ -49,3 +49,15 @@ def test_annotate_benchmark_prints_its_three_tables(tiny_t5_pipeline):
     assert [r[0].strip() for r in memory] == ["20", "40"]
     assert all(float(r[2]) > 0 for r in simulated)  # documents/s
     assert "the same output from every worker count: True" in result.stdout
+
+
+@pytest.mark.slow
+def test_finetune_benchmark_prints_its_table(tiny_llama):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "finetune.py"), "--model", str(tiny_llama), "--steps", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1].strip() for row in rows[2:]] == ["plain", "shared"]
+    assert "shared/plain:" in result.stdout
