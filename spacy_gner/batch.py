@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
-from .component import Labels
+from .component import SET_ENTS_MODES, Labels
 from .corpus import Location, PathLike, count_records, input_files, read_records
 from .shards import BAD_LINES, FORMATS, ShardStore, plan_shards
 from .workers import WorkerError, WorkerSpec, local_backend
@@ -165,8 +165,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         "machine belongs to) or the head's address")
     add("--batch-size", type=int, help="gner's sequences per generate call (default: the "
         "pipeline's own)")
-    add("--set-ents-mode", choices=("replace", "keep", "overwrite"), help="what becomes of "
-        "the entities .spacy inputs have (default: the pipeline's own, else replace)")
+    add("--set-ents-mode", choices=SET_ENTS_MODES, help="what becomes of the entities .spacy "
+        "inputs have; condition: the model is told them and tags the rest (default: the "
+        "pipeline's own, else replace)")
     add("--code", type=Path, help="a Python file with registered functions to import first")
     add("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

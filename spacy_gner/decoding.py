@@ -25,6 +25,7 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoderCache
 
+from .compat import dynamic_cache, init_cache, layer_states, output_cache, with_cache
 from .generators import Request
 from .prompt import build_target
 
@@ -306,8 +307,8 @@ def encode_prefix(model: Any, ids: Sequence[int]) -> SharedPrefix:
         output = model.base_model(
             input_ids=torch.tensor([list(ids)], device=model.device), use_cache=True
         )
-    cache = output.past_key_values
-    return SharedPrefix(tuple(ids), tuple(cache.key_cache), tuple(cache.value_cache))
+    states = layer_states(output_cache(output))
+    return SharedPrefix(tuple(ids), tuple(k for k, _ in states), tuple(v for _, v in states))
 
 
 def _best_prefix(
@@ -355,14 +356,13 @@ class _RowCache:
         """A cache whose row k holds the first `length` positions of its prefix, for each
         `(prefix, length)` of `starts` (no prefix: nothing)."""
         lengths = [length for _, length in starts]
-        cache, width = DynamicCache(), max(lengths)
+        width = max(lengths)
         known = [(row, prefix, length) for row, (prefix, length) in enumerate(starts) if length]
-        for layer in range(len(known[0][1].keys) if known else 0):
-            cache.update(
-                _right_aligned([(r, p.keys[layer][0, :, :n]) for r, p, n in known], len(starts), width),
-                _right_aligned([(r, p.values[layer][0, :, :n]) for r, p, n in known], len(starts), width),
-                layer,
-            )
+        cache = dynamic_cache(
+            (_right_aligned([(r, p.keys[layer][0, :, :n]) for r, p, n in known], len(starts), width),
+             _right_aligned([(r, p.values[layer][0, :, :n]) for r, p, n in known], len(starts), width))
+            for layer in range(len(known[0][1].keys) if known else 0)
+        )
         return cls(cache, lengths)
 
     @property
@@ -380,7 +380,6 @@ class _RowCache:
     def keep(self, rows: List[int], kept: List[int], device: Any) -> None:
         """Keep the batch rows `rows`, each with its first `kept[k]` positions of those the last
         pass fed (after its cached ones), re-aligned to the right."""
-        layers = _self_attention(self._cache)
         positions = [
             list(range(self.width - self.lengths[row], self.width + extra))
             for row, extra in zip(rows, kept)
@@ -388,14 +387,20 @@ class _RowCache:
         width = max(len(p) for p in positions)
         index = torch.tensor([[0] * (width - len(p)) + p for p in positions], device=device)
         select = torch.tensor(rows, device=device) if len(rows) < len(self.lengths) else None
-        if select is not None and isinstance(self._cache, EncoderDecoderCache):
-            self._cache.cross_attention_cache.batch_select_indices(select)
-        for store in (layers.key_cache, layers.value_cache):
-            for layer, states in enumerate(store):
-                states = states if select is None else states[select]
-                gather = index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3])
-                store[layer] = states.gather(2, gather)
-        layers._seen_tokens = width
+
+        def gather(states: torch.Tensor) -> torch.Tensor:
+            states = states if select is None else states[select]
+            return states.gather(2, index[:, None, :, None].expand(-1, states.shape[1], -1, states.shape[3]))
+
+        kept_states = dynamic_cache((gather(keys), gather(values))
+                                    for keys, values in layer_states(_self_attention(self._cache)))
+        if isinstance(self._cache, EncoderDecoderCache):
+            cross = self._cache.cross_attention_cache
+            if select is not None:
+                cross.batch_select_indices(select)
+            self._cache = EncoderDecoderCache(kept_states, cross)
+        else:
+            self._cache = kept_states
         self.lengths = [len(p) for p in positions]
         self.width = width
 
@@ -433,7 +438,7 @@ class _InPlaceRows(Cache):
 
     def __init__(self, rows: int, capacity: int) -> None:
         """`capacity`: the most positions a row will hold (its prompt and output)."""
-        super().__init__()
+        init_cache(self)
         self.lengths = torch.zeros(rows, dtype=torch.long)  # accepted positions per row
         self.capacity = capacity
         self.keys: List[torch.Tensor] = []
@@ -471,7 +476,7 @@ class _InPlaceRows(Cache):
             self.values[layer][row, :, :length] = values[0, :, :length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int,
-               cache_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+               *args: Any, **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         if layer_idx == len(self.keys):
             self._allocate(layer_idx, key_states)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
@@ -618,16 +623,16 @@ class _Batch:
                 attention_mask=self.encoder_mask,
                 decoder_input_ids=input_ids.to(device),
                 decoder_attention_mask=mask.to(device),
-                past_key_values=self.rows.cache,
                 use_cache=True,
+                **with_cache(self.rows.cache),
             ).logits
         else:
             logits = model(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=self.rows.cache,
                 use_cache=True,
+                **with_cache(self.rows.cache),
             ).logits
         # each row's scores start where its pending tokens end: only those go to the CPU
         firsts = torch.tensor([max(take - 1, 0) for take in takes])

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .forking import fork_safe_threads
 from .generators import Request, Result, parse_output
-from .models import check_dtype, load_model, resolve_model
+from .models import check_dtype, load_model, save_model
+from .pipeline import resolve_model
 from .prompt import encode_prompt_start, encode_prompts
 
 if TYPE_CHECKING:
@@ -93,7 +93,6 @@ class HFGenerator:
         return self._model is not None
 
     def load(self) -> None:
-        fork_safe_threads()
         if self._model is None:
             self._prefixes.clear()
             self._model, self._tokenizer = load_model(
@@ -278,9 +277,8 @@ class HFGenerator:
                 )
 
     def to_disk(self, path: Union[str, Path]) -> None:
-        """Write the model (safetensors) and tokenizer to a directory."""
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        """Write the model (safetensors) and tokenizer to a directory (`models.save_model`)."""
+        save_model(self.model, self.tokenizer, path)
 
     def from_disk(self, path: Union[str, Path]) -> "HFGenerator":
         """Load the model and tokenizer written by `to_disk`."""

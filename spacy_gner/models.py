@@ -3,6 +3,7 @@
 transformers is imported when a model is loaded, not with this module.
 """
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -10,8 +11,6 @@ from pathlib import Path
 from typing import Any, Optional, Tuple, Union
 
 import torch
-
-from .pipeline import gner_components, is_pipeline_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +91,8 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from .compat import dtype_argument
+
     name = str(name)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -100,7 +101,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
         model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = model_class.from_pretrained(
-            name, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code
+            name, trust_remote_code=trust_remote_code, **dtype_argument(torch_dtype)
         )
     except Exception as error:  # whatever the cause, one clear message naming the model
         raise _load_error(name, error) from error
@@ -113,37 +114,40 @@ def load_model(
     return model, tokenizer
 
 
-def resolve_model(name: Union[str, Path]) -> str:
-    """The model directory or Hub name that `name` stands for.
+def save_model(model: Any, tokenizer: Any, directory: Union[str, Path]) -> None:
+    """Write a model (safetensors) and its tokenizer to `directory` (see `tidy_model_dir`)."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    tidy_model_dir(directory, tokenizer)
 
-    "smollm2" is `smollm2_path()`; a saved spaCy pipeline directory (config.cfg) stands for
-    the model saved by its gner component (`DIR/<component>/model`); a model directory
-    (config.json) and anything else (a Hub name) are taken as given. A directory that is
-    neither, or a pipeline without one saved gner model, is a short ModelLoadError.
+
+def tidy_model_dir(directory: Union[str, Path], tokenizer: Any) -> None:
+    """Leave in a saved model directory only what loading it reads, readable as other files are.
+
+    A fast tokenizer loads from tokenizer.json alone: the vocabulary files of its slow form go
+    (`spiece.model`; `tokenizer.model`, which for a tokenizer read from a GGUF file is a copy of
+    the whole GGUF file), and so does special_tokens_map.json where tokenizer_config.json lists
+    the special tokens itself (`added_tokens_decoder`: the map is then never read). Its class
+    is named so that both transformers lines load it. Every
+    file gets the mode the process's umask gives new files (safetensors writes the weights
+    readable by their owner only, which hides them from the other users of a shared disk).
     """
-    if str(name) == "smollm2":
-        return str(smollm2_path())
-    path = Path(name)
-    if not path.is_dir() or (path / "config.json").is_file():
-        return str(name)
-    if not is_pipeline_dir(path):
-        raise ModelLoadError(
-            f"{str(name)!r} is a directory, but neither a model directory (config.json, the "
-            f"tokenizer files and the weights) nor a saved spaCy pipeline (config.cfg)"
-        )
-    names = gner_components(path)
-    if len(names) != 1:
-        raise ModelLoadError(
-            f"the spaCy pipeline {str(name)!r} has {len(names)} gner components "
-            f"({', '.join(names) or 'none'}): expected one, whose model to use"
-        )
-    model = path / names[0] / "model"
-    if not (model / "config.json").is_file():
-        raise ModelLoadError(
-            f"the spaCy pipeline {str(name)!r} has no saved gner model: expected {model} "
-            f"with config.json (a pipeline saved with its model, as training.package writes)"
-        )
-    return str(model)
+    from .compat import portable_tokenizer_config
+
+    directory = Path(directory)
+    if getattr(tokenizer, "is_fast", False) and (directory / "tokenizer.json").is_file():
+        for key, name in tokenizer.vocab_files_names.items():
+            if key != "tokenizer_file":
+                (directory / name).unlink(missing_ok=True)
+        config = directory / "tokenizer_config.json"
+        if config.is_file() and "added_tokens_decoder" in json.loads(config.read_text(encoding="utf8")):
+            (directory / "special_tokens_map.json").unlink(missing_ok=True)
+        portable_tokenizer_config(directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def smollm2_path(cache_dir: Optional[Union[str, Path]] = None) -> Path:
@@ -165,19 +169,20 @@ def smollm2_path(cache_dir: Optional[Union[str, Path]] = None) -> Path:
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .compat import dense_gguf, dtype_argument
+
     source = Path(list(spec.submodule_search_locations)[0])
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     tokenizer.add_bos_token = False
     tokenizer.eos_token = "<|im_end|>"
     tokenizer.pad_token = "<|endoftext|>"
     model = AutoModelForCausalLM.from_pretrained(
-        source, gguf_file=SMOLLM2_GGUF, torch_dtype=torch.float32
+        source, gguf_file=SMOLLM2_GGUF, **dtype_argument(torch.float32), **dense_gguf()
     )
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
+    save_model(model, tokenizer, partial)
     if target.exists():
         shutil.rmtree(target)
     partial.replace(target)

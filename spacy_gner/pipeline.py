@@ -1,4 +1,5 @@
-"""Pipelines with gner: a saved pipeline directory as it is, or a model in a new pipeline.
+"""Pipelines with gner: a saved pipeline directory as it is, or a model in a new pipeline;
+what model a name stands for (a saved pipeline's own, "smollm2", a directory or Hub name).
 
 `.models` (torch, transformers) is imported only where a model is resolved, so a saved pipeline
 whose gner has a registered generator loads without them.
@@ -27,6 +28,41 @@ def is_pipeline_dir(path: Union[str, Path]) -> bool:
 def gner_components(pipeline_dir: Union[str, Path]) -> List[str]:
     """The names of the gner components in a saved pipeline's config.cfg."""
     return _gner_names(load_config(Path(pipeline_dir) / "config.cfg", interpolate=False))
+
+
+def resolve_model(name: Union[str, Path]) -> str:
+    """The model directory or Hub name that `name` stands for.
+
+    "smollm2" is `smollm2_path()`; a saved spaCy pipeline directory (config.cfg) stands for
+    the model saved by its gner component (`DIR/<component>/model`); a model directory
+    (config.json) and anything else (a Hub name) are taken as given. A directory that is
+    neither, or a pipeline without one saved gner model, is a short ModelLoadError.
+    """
+    from .models import ModelLoadError, smollm2_path
+
+    if str(name) == "smollm2":
+        return str(smollm2_path())
+    path = Path(name)
+    if not path.is_dir() or (path / "config.json").is_file():
+        return str(name)
+    if not is_pipeline_dir(path):
+        raise ModelLoadError(
+            f"{str(name)!r} is a directory, but neither a model directory (config.json, the "
+            f"tokenizer files and the weights) nor a saved spaCy pipeline (config.cfg)"
+        )
+    names = gner_components(path)
+    if len(names) != 1:
+        raise ModelLoadError(
+            f"the spaCy pipeline {str(name)!r} has {len(names)} gner components "
+            f"({', '.join(names) or 'none'}): expected one, whose model to use"
+        )
+    model = path / names[0] / "model"
+    if not (model / "config.json").is_file():
+        raise ModelLoadError(
+            f"the spaCy pipeline {str(name)!r} has no saved gner model: expected {model} "
+            f"with config.json (a pipeline saved with its model, as training.package writes)"
+        )
+    return str(model)
 
 
 def _gner_names(config: Dict[str, Any]) -> List[str]:
@@ -66,8 +102,6 @@ def load_pipeline(
             for pipe in gner_pipes(nlp):
                 pipe.initialize(lambda: [], nlp=nlp, labels=labels)
         return nlp
-    from .models import resolve_model
-
     if base:
         nlp = spacy.load(base)
     else:

@@ -1,11 +1,13 @@
 """Test support: a scripted fake model, a tokenizer trained here, tiny T5 / Llama models."""
+import ctypes
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 from spacy.util import registry
 
@@ -135,6 +137,58 @@ def train_sentencepiece(directory: Path, corpus: List[str], **special_ids: int) 
         vocab_size=600, model_type="bpe", byte_fallback=True, character_coverage=1.0,
         minloglevel=2, **special_ids)
     return directory / "tokenizer.model"
+
+
+def sentencepiece_checkpoint(directory: Path, model_file: Path, tokenizer_class: str,
+                             **settings) -> Path:
+    """`directory` with a tokenizer as older Hub checkpoints hold one: only the SentencePiece
+    model (`spiece.model` for T5, `tokenizer.model` otherwise) and tokenizer_config.json naming
+    the tokenizer class, no tokenizer.json (transformers converts it to a fast tokenizer)."""
+    import json
+    import shutil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    name = "spiece.model" if tokenizer_class.startswith("T5") else "tokenizer.model"
+    shutil.copyfile(model_file, directory / name)
+    config = {"tokenizer_class": tokenizer_class, "legacy": True, **settings}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf8")
+    return directory
+
+
+class OpenedFiles:
+    """The names of the files opened in a directory while inside, by Python or native code
+    alike (Linux inotify): `with OpenedFiles(path) as opened: ...; opened.names`."""
+
+    IN_OPEN = 0x20
+    EVENT = struct.Struct("iIII")  # watch, mask, cookie, length of the name that follows
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.names: Set[str] = set()
+
+    def __enter__(self) -> "OpenedFiles":
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK)
+        if self.fd < 0 or libc.inotify_add_watch(self.fd, str(self.directory).encode(), self.IN_OPEN) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {self.directory}")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            while True:
+                data = os.read(self.fd, 1 << 16)
+                offset = 0
+                while offset < len(data):
+                    _, mask, _, length = self.EVENT.unpack_from(data, offset)
+                    offset += self.EVENT.size
+                    name = data[offset : offset + length].rstrip(b"\0").decode()
+                    offset += length
+                    if name and mask & self.IN_OPEN:
+                        self.names.add(name)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(self.fd)
 
 
 def memorise(model, tokenizer, kind: str, steps: int = 150) -> None:

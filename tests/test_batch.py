@@ -79,6 +79,23 @@ def test_docbin_output_keeps_existing_entities_as_set_ents_mode_says(corpus, tmp
     assert [(e.text, e.label_) for e in replaced.ents] == [("Mary", "person"), ("Paris", "location")]
 
 
+def test_condition_mode_tells_the_model_the_entities_a_docbin_has(corpus, tmp_path):
+    pipeline = save_pipeline(tmp_path / "pipeline")
+    for mode in ("keep", "condition"):
+        main(["annotate", str(corpus / "c.spacy"), "--output", str(tmp_path / mode), "--model",
+              str(pipeline), "--format", "spacy", "--set-ents-mode", mode, "--quiet"])
+    vocab = spacy.blank("en").vocab
+    kept, conditioned = (next(DocBin().from_disk(tmp_path / mode / "shard-000000.spacy")
+                              .get_docs(vocab)) for mode in ("keep", "condition"))
+    for doc in (kept, conditioned):  # the Doc's own entities stay, gner adds Mary
+        assert [(e.text, e.label_) for e in doc.ents] == [
+            ("Mary", "person"), ("Acme", "ORG"), ("Paris", "GPE")]
+    # keep: the model tagged Paris as a location, and lost to the Doc's GPE; condition: the
+    # model was told Paris is an entity of a type it was not offered, and left it alone
+    assert [(s.text, s.label_) for s in kept.spans["gner"]] == [("Mary", "person"), ("Paris", "location")]
+    assert [(s.text, s.label_) for s in conditioned.spans["gner"]] == [("Mary", "person")]
+
+
 def test_entities_carry_their_confidence_scores(tmp_path):
     (tmp_path / "in.txt").write_text(SENTENCES[1] + "\n")
     annotate([tmp_path / "in.txt"], tmp_path / "out", save_pipeline(tmp_path / "p"))

@@ -61,3 +61,14 @@ def test_finetune_benchmark_prints_its_table(tiny_llama):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert [row.split("|")[1].strip() for row in rows[2:]] == ["plain", "shared"]
     assert "shared/plain:" in result.stdout
+
+
+@pytest.mark.slow
+def test_saved_pipeline_benchmark_prints_files_sizes_and_load_time(tiny_llama):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "saved_pipeline.py"), "--model", str(tiny_llama),
+         "--repeats", "1"], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "model.safetensors" in result.stdout and "-rw-------" not in result.stdout
+    assert "wheel" in result.stdout and "spacy.load" in result.stdout

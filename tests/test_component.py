@@ -28,9 +28,11 @@ def test_factory_is_an_entry_point_and_loads_nothing_heavy():
     code = (
         "import sys, spacy\n"
         "import spacy_gner.component\n"
-        "nlp = spacy.blank('en')\n"
+        "nlp = spacy.blank('en')\n"  # spacy-transformers' entry points may import torch here
+        "before = set(sys.modules)\n"
         "pipe = nlp.add_pipe('gner', config={'labels': ['person']})\n"
-        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+        "heavy = {'transformers', 'spacy_gner.decoding', 'spacy_gner.compat'}\n"
+        "assert not heavy & (set(sys.modules) - before), 'transformers imported'\n"
         "assert not pipe.generator.loaded\n"
         "print(type(pipe).__name__, pipe.labels)\n"
     )

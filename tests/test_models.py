@@ -1,4 +1,5 @@
 import os
+import stat
 import subprocess
 import sys
 
@@ -6,7 +7,9 @@ import pytest
 import spacy
 import torch
 import transformers
-from support import INSTRUCTION_CORPUS, LABELS, TRAIN_WORDS, random_model, scripted_config, train_sentencepiece
+from transformers import AutoTokenizer
+from support import (INSTRUCTION_CORPUS, OpenedFiles, random_model, sentencepiece_checkpoint,
+                     train_sentencepiece)
 
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import (
@@ -15,7 +18,7 @@ from spacy_gner.models import (
     native_bfloat16,
     resolve_device,
     resolve_dtype,
-    resolve_model,
+    save_model,
 )
 
 
@@ -76,15 +79,14 @@ def test_remote_code_is_refused_unless_asked(tiny_llama):
 
 
 def test_t5_checkpoint_with_only_spiece_model_loads_with_a_fast_tokenizer(tmp_path):
-    """What `T5Tokenizer.save_pretrained` writes (spiece.model, no tokenizer.json): the fast
-    tokenizer is converted from it, which needs protobuf."""
-    from transformers import T5Tokenizer
-
+    """A T5 checkpoint as older ones are (spiece.model, no tokenizer.json): the fast tokenizer
+    is converted from it, which needs protobuf."""
     spiece = train_sentencepiece(tmp_path / "spm", INSTRUCTION_CORPUS, pad_id=0, eos_id=1,
                                  unk_id=2, bos_id=-1)
-    slow = T5Tokenizer(str(spiece), extra_ids=0)
-    slow.save_pretrained(tmp_path / "model")
-    random_model(slow, "t5", width=16).save_pretrained(tmp_path / "model")
+    sentencepiece_checkpoint(tmp_path / "model", spiece, "T5Tokenizer", extra_ids=0,
+                             eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    random_model(tokenizer, "t5", width=16).save_pretrained(tmp_path / "model")
     files = {path.name for path in (tmp_path / "model").iterdir()}
     assert "spiece.model" in files and "tokenizer.json" not in files
     model, tokenizer = load_model(tmp_path / "model", device="cpu")
@@ -95,6 +97,32 @@ def test_t5_checkpoint_with_only_spiece_model_loads_with_a_fast_tokenizer(tmp_pa
     doc = nlp("John explored Tokyo.")
     [raw] = doc.user_data["gner_raw"]
     assert raw["output"].startswith("John(")  # copy-aware decoding, on the fast tokenizer
+
+
+def assert_holds_only_what_loading_reads(directory):
+    """Every file of a saved model directory is read when it loads, and readable by all whom
+    the umask lets read new files."""
+    files = {path.name for path in directory.iterdir()}
+    with OpenedFiles(directory) as opened:
+        load_model(directory, device="cpu")
+    assert files == opened.names
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()} == {
+        name: 0o666 & ~umask for name in files}
+
+
+def test_a_saved_model_holds_only_what_loading_reads(tiny_llama, tmp_path):
+    spiece = train_sentencepiece(tmp_path / "spm", INSTRUCTION_CORPUS, pad_id=0, eos_id=1,
+                                 unk_id=2, bos_id=-1)
+    sentencepiece_checkpoint(tmp_path / "t5", spiece, "T5Tokenizer", extra_ids=0,
+                             eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    random_model(AutoTokenizer.from_pretrained(tmp_path / "t5"), "t5", width=16).save_pretrained(tmp_path / "t5")
+    for source in (tmp_path / "t5", tiny_llama):
+        saved = tmp_path / "saved" / source.name
+        save_model(*load_model(source, device="cpu"), saved)
+        assert not {"spiece.model", "tokenizer.model"} & {path.name for path in saved.iterdir()}
+        assert_holds_only_what_loading_reads(saved)
 
 
 def test_any_loading_error_is_a_model_load_error(tiny_t5, monkeypatch):
@@ -122,36 +150,6 @@ def test_a_wrong_dtype_is_a_bad_value_before_anything_is_read(monkeypatch):
         assert not isinstance(error.value, ModelLoadError)
         assert "'fp16'" in str(error.value)
         assert "'auto'" in str(error.value) and "'bfloat16'" in str(error.value)
-
-
-def test_resolve_model_finds_the_model_inside_a_saved_pipeline(tiny_t5, tiny_t5_pipeline):
-    assert resolve_model(tiny_t5_pipeline) == str(tiny_t5_pipeline / "gner" / "model")
-    assert resolve_model(tiny_t5) == str(tiny_t5)
-    assert resolve_model("dyyyyyyyy/GNER-T5-base") == "dyyyyyyyy/GNER-T5-base"
-
-
-def test_a_component_given_a_pipeline_directory_runs_its_model(tiny_t5_pipeline):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("gner", config={"generator": {"model": str(tiny_t5_pipeline), "device": "cpu"}, "labels": LABELS})
-    text = " ".join(TRAIN_WORDS[:9])
-    expected = spacy.load(tiny_t5_pipeline)(text)
-    assert [(e.text, e.label_) for e in nlp(text).ents] == [(e.text, e.label_) for e in expected.ents]
-
-
-def test_directories_that_hold_no_model_are_short_errors_naming_what_was_expected(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError) as error:
-        resolve_model(tmp_path / "empty")
-    message = str(error.value)
-    assert "config.json" in message and "config.cfg" in message and len(message) < 250
-    nlp = spacy.blank("en")  # a pipeline whose gner has no saved model (a scripted generator)
-    nlp.add_pipe("gner", config={"labels": LABELS, "generator": scripted_config()})
-    nlp.to_disk(tmp_path / "scripted")
-    with pytest.raises(ModelLoadError, match="has no saved gner model: expected .*gner/model"):
-        resolve_model(tmp_path / "scripted")
-    spacy.blank("en").to_disk(tmp_path / "blank")
-    with pytest.raises(ModelLoadError, match="has 0 gner components"):
-        resolve_model(tmp_path / "blank")
 
 
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, torch.float32),

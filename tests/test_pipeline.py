@@ -1,11 +1,11 @@
 """load_pipeline: a saved pipeline directory as it is, only what is given replaced; anything
-else in a new pipeline."""
+else in a new pipeline. resolve_model: the model a name or directory stands for."""
 import pytest
 import spacy
-from support import LABELS, scripted_config
+from support import LABELS, TRAIN_WORDS, scripted_config
 
 from spacy_gner.models import ModelLoadError
-from spacy_gner.pipeline import load_pipeline
+from spacy_gner.pipeline import load_pipeline, resolve_model
 
 
 @pytest.fixture
@@ -64,3 +64,33 @@ def test_settings_go_where_they_belong_or_are_errors(saved, tiny_t5):
         load_pipeline(saved, device="cpu")
     with pytest.raises(ValueError, match=r"unknown gner setting\(s\) \['beams'\]"):
         load_pipeline(tiny_t5, beams=2)
+
+
+def test_resolve_model_finds_the_model_inside_a_saved_pipeline(tiny_t5, tiny_t5_pipeline):
+    assert resolve_model(tiny_t5_pipeline) == str(tiny_t5_pipeline / "gner" / "model")
+    assert resolve_model(tiny_t5) == str(tiny_t5)
+    assert resolve_model("dyyyyyyyy/GNER-T5-base") == "dyyyyyyyy/GNER-T5-base"
+
+
+def test_a_component_given_a_pipeline_directory_runs_its_model(tiny_t5_pipeline):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("gner", config={"generator": {"model": str(tiny_t5_pipeline), "device": "cpu"}, "labels": LABELS})
+    text = " ".join(TRAIN_WORDS[:9])
+    expected = spacy.load(tiny_t5_pipeline)(text)
+    assert [(e.text, e.label_) for e in nlp(text).ents] == [(e.text, e.label_) for e in expected.ents]
+
+
+def test_directories_that_hold_no_model_are_short_errors_naming_what_was_expected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError) as error:
+        resolve_model(tmp_path / "empty")
+    message = str(error.value)
+    assert "config.json" in message and "config.cfg" in message and len(message) < 250
+    nlp = spacy.blank("en")  # a pipeline whose gner has no saved model (a scripted generator)
+    nlp.add_pipe("gner", config={"labels": LABELS, "generator": scripted_config()})
+    nlp.to_disk(tmp_path / "scripted")
+    with pytest.raises(ModelLoadError, match="has no saved gner model: expected .*gner/model"):
+        resolve_model(tmp_path / "scripted")
+    spacy.blank("en").to_disk(tmp_path / "blank")
+    with pytest.raises(ModelLoadError, match="has 0 gner components"):
+        resolve_model(tmp_path / "blank")

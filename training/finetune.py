@@ -48,7 +48,9 @@ from transformers import (
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from spacy_gner.models import resolve_model
+from spacy_gner.compat import dtype_argument, training_options
+from spacy_gner.models import save_model, tidy_model_dir
+from spacy_gner.pipeline import resolve_model
 from spacy_gner.prompt import PROMPT_FORMATS, encode_prompts
 
 from . import prefix_sharing
@@ -236,20 +238,15 @@ def training_arguments(args: argparse.Namespace, checkpoint_dir: Path) -> Traini
         gradient_accumulation_steps=accumulation,
         learning_rate=args.learning_rate,
         lr_scheduler_type=args.lr_scheduler,
-        warmup_ratio=args.warmup_ratio,
         weight_decay=0.0,
         optim=args.optim,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         bf16=bf16,
         use_cpu=not cuda,
-        gradient_checkpointing=args.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        group_by_length=True,
         save_strategy="steps",
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
-        save_safetensors=True,
         logging_steps=args.logging_steps,
         logging_first_step=True,
         log_level="info",
@@ -258,6 +255,8 @@ def training_arguments(args: argparse.Namespace, checkpoint_dir: Path) -> Traini
         data_seed=args.seed,
         ddp_find_unused_parameters=False,
         deepspeed=str(args.deepspeed) if args.deepspeed else None,
+        **training_options(warmup_ratio=args.warmup_ratio, group_by_length=True,
+                           checkpointing=args.gradient_checkpointing),
     )
 
 
@@ -284,8 +283,8 @@ def load_for_training(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model_class = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
-    model = model_class.from_pretrained(name, torch_dtype=torch.float32,
-                                        trust_remote_code=args.trust_remote_code)
+    model = model_class.from_pretrained(name, trust_remote_code=args.trust_remote_code,
+                                        **dtype_argument(torch.float32))
     return (add_lora(model, args) if args.lora else model), tokenizer
 
 
@@ -358,14 +357,16 @@ class GnerTrainer(Trainer):
 
 
 def save_final(trainer: Trainer, tokenizer: Any, output_dir: Path, lora: bool) -> None:
-    """Model and tokenizer as safetensors in `output_dir`; LoRA adapters merged into the base."""
+    """Model and tokenizer as safetensors in `output_dir`, only the files loading reads (see
+    `save_model`); LoRA adapters merged into the base."""
     if not lora:
         trainer.save_model(str(output_dir))  # gathers sharded (DeepSpeed, FSDP) weights
+        if trainer.is_world_process_zero():
+            tidy_model_dir(output_dir, tokenizer)
         return
     merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
     if trainer.is_world_process_zero():
-        merged.save_pretrained(output_dir, safe_serialization=True)
-        tokenizer.save_pretrained(output_dir)
+        save_model(merged, tokenizer, output_dir)
 
 
 def finetune(args: argparse.Namespace, callbacks: Sequence[TrainerCallback] = ()) -> Path:

@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from spacy_gner.output import bio_to_spans
 
-from .readers import ENCODING, DataError, Location, PathLike
+from .readers import ENCODING, DataError, Location
 from .records import Record
 
 Variants = Mapping[str, Sequence[str]]

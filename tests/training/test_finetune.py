@@ -14,9 +14,10 @@ import pytest
 import spacy
 import torch
 from safetensors.torch import load_file
-from support import LABELS, train_sentencepiece
+from support import LABELS, sentencepiece_checkpoint, train_sentencepiece
 from transformers import AutoTokenizer, TrainerCallback
 
+from spacy_gner.compat import checkpointing
 from spacy_gner.decoding import word_units
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import smollm2_path
@@ -168,15 +169,14 @@ def tagged_sentences(count: int = 40):
 @pytest.fixture(scope="module")
 def llama_sentencepiece(tmp_path_factory):
     """A Llama-style tokenizer as GNER-LLaMA has one: a SentencePiece BPE model (byte
-    fallback) in LlamaTokenizer, read back by AutoTokenizer as the fast tokenizer converted
+    fallback) as a Llama checkpoint holds it, read by AutoTokenizer as the fast tokenizer converted
     from it, which adds BOS and prepends "▁" to a text."""
-    from transformers import LlamaTokenizer
-
     directory = tmp_path_factory.mktemp("llama-sentencepiece")
     corpus = [build_prompt(words, labels) + " " + build_target(words, tags)
               for words, tags, labels in tagged_sentences(20)]
-    model = train_sentencepiece(directory, corpus, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
-    LlamaTokenizer(str(model), legacy=True).save_pretrained(directory)
+    model = train_sentencepiece(directory / "spm", corpus, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+    sentencepiece_checkpoint(directory, model, "LlamaTokenizer", bos_token="<s>",
+                             eos_token="</s>", unk_token="<unk>", add_bos_token=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     assert tokenizer.is_fast and tokenizer.bos_token == "<s>"
     return tokenizer
@@ -266,7 +266,7 @@ class TrainingSetup(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         self.fused = getattr(optimizer, "optimizer", optimizer).defaults.get("fused")
-        self.checkpointing = model.is_gradient_checkpointing
+        self.checkpointing = checkpointing(model)
 
 
 def test_the_workflows_memory_options_learn_as_well(tiny_llama, tmp_path):

@@ -9,6 +9,7 @@ from support import LABELS
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 from transformers import TrainingArguments
 
+from spacy_gner.compat import dtype_argument, enable_checkpointing
 from spacy_gner.prompt import build_prompt, build_target, encode_prompt_start
 from training import prefix_sharing
 from training.finetune import IGNORE_INDEX, GnerTrainer, encode
@@ -43,10 +44,10 @@ def loss_and_gradients(model, inputs, tmp_path, share: bool):
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_a_shared_start_gives_the_loss_and_gradients_of_whole_rows(tiny_llama, tmp_path, checkpointing):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, **dtype_argument(torch.float32))
     model.train()
     if checkpointing:
-        model.gradient_checkpointing_enable({"use_reentrant": False})
+        enable_checkpointing(model)
     labels = LABELS + ["organization", "event"]
     orders = [random.Random(seed).sample(labels, len(labels)) for seed in range(3)]
     inputs = batch(tokenizer, orders)
@@ -68,7 +69,7 @@ def test_a_shared_start_gives_the_loss_and_gradients_of_whole_rows(tiny_llama, t
 
 def test_rows_that_share_nothing_take_the_plain_pass(tiny_llama, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, **dtype_argument(torch.float32))
     inputs = batch(tokenizer, [LABELS] * 3)
     inputs["input_ids"][1, 0] = tokenizer.unk_token_id  # the rows differ from the first token
     assert prefix_sharing.shared_length(inputs["input_ids"], inputs["attention_mask"]) == 0
