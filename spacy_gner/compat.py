@@ -10,8 +10,12 @@ and uses public APIs only:
 - the base initialisation of a `Cache` subclass that keeps its own tensors;
 - the keyword `from_pretrained` takes the weights' dtype by (`torch_dtype`, `dtype`), and
   what makes it read a GGUF file into plain dense weights (5.x keeps them packed unless told);
-- the tokenizer class a saved fast tokenizer names (5.x's `TokenizersBackend` is
-  `PreTrainedTokenizerFast` to 4.x), so a model saved on either line loads on both;
+- where a config keeps its rotary position settings (4.x `rope_theta` / `rope_scaling`, 5.x
+  `rope_parameters`) and its dtype (`torch_dtype`, `dtype`);
+- what a saved model directory names, so that a model saved on either line loads on both:
+  the tokenizer class (5.x's `TokenizersBackend` is `PreTrainedTokenizerFast` to 4.x) and the
+  config's renamed keys (4.x reads no `rope_parameters`: it would fall back to its default
+  RoPE base, and compute another model);
 - Trainer settings and model methods that were renamed (warm-up ratio, length-grouped batches,
   gradient checkpointing, now activation checkpointing).
 
@@ -32,7 +36,11 @@ CACHE_ARGUMENT = ("cache" if "cache" in BaseModelOutputWithPast.__dataclass_fiel
                   else "past_key_values")
 DTYPE_ARGUMENT = "dtype" if hasattr(PretrainedConfig, "dtype") else "torch_dtype"
 _TRAINING_FIELDS = {field.name for field in dataclasses.fields(TrainingArguments)}
+_CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in _TRAINING_FIELDS
+                  else "gradient_checkpointing")
 _CACHE_TAKES_LAYERS = "layers" in inspect.signature(Cache.__init__).parameters
+# tokenizer classes of one line that the other does not know, and their common name
+_PORTABLE_TOKENIZERS = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 
 KeysValues = Tuple[torch.Tensor, torch.Tensor]
 
@@ -70,10 +78,6 @@ def dtype_argument(dtype: torch.dtype) -> Dict[str, torch.dtype]:
     return {DTYPE_ARGUMENT: dtype}
 
 
-_CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in _TRAINING_FIELDS
-                  else "gradient_checkpointing")
-
-
 def dense_gguf() -> Dict[str, Any]:
     """The keyword arguments that make `from_pretrained(..., gguf_file=...)` give a model of plain
     dense weights, which can be saved (4.x always dequantises; 5.x is told to)."""
@@ -83,19 +87,41 @@ def dense_gguf() -> Dict[str, Any]:
     return {"quantization_config": config(dequantize=True)}
 
 
-# tokenizer classes of one line that the other does not know, and their common name
-_PORTABLE_TOKENIZERS = {"TokenizersBackend": "PreTrainedTokenizerFast"}
+def uses_rope(config: Any) -> bool:
+    """Whether a model config's positions are rotary (RoPE), under either line's keys."""
+    return getattr(config, "rope_theta", None) is not None or bool(getattr(config, "rope_parameters", None))
 
 
-def portable_tokenizer_config(directory: Path) -> None:
-    """Name a saved fast tokenizer's class so that both lines load it."""
-    path = Path(directory) / "tokenizer_config.json"
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text(encoding="utf8"))
+def _rewrite_json(path: Path, change: Any) -> None:
+    """Apply `change` (a function that edits a dict in place) to a JSON file, if there is one."""
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf8"))
+        before = json.dumps(data, sort_keys=True)
+        change(data)
+        if json.dumps(data, sort_keys=True) != before:
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+
+
+def _portable_tokenizer(config: Dict[str, Any]) -> None:
     if config.get("tokenizer_class") in _PORTABLE_TOKENIZERS:
         config["tokenizer_class"] = _PORTABLE_TOKENIZERS[config["tokenizer_class"]]
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+
+
+def _portable_config(config: Dict[str, Any]) -> None:
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope and "rope_theta" not in config:
+        config["rope_theta"] = rope["rope_theta"]
+        scaling = {key: value for key, value in rope.items() if key != "rope_theta"}
+        config["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
+    if "dtype" in config and "torch_dtype" not in config:
+        config["torch_dtype"] = config["dtype"]
+
+
+def portable_model_dir(directory: Path) -> None:
+    """Write a saved model's config.json and tokenizer_config.json so that both lines read
+    them as the line that saved them does (the renamed keys given under both names)."""
+    _rewrite_json(Path(directory) / "config.json", _portable_config)
+    _rewrite_json(Path(directory) / "tokenizer_config.json", _portable_tokenizer)
 
 
 def training_options(*, warmup_ratio: float, group_by_length: bool,

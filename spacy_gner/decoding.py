@@ -25,7 +25,7 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoderCache
 
-from .compat import dynamic_cache, init_cache, layer_states, output_cache, with_cache
+from .compat import dynamic_cache, init_cache, layer_states, output_cache, uses_rope, with_cache
 from .generators import Request
 from .prompt import build_target
 
@@ -451,7 +451,7 @@ class _InPlaceRows(Cache):
     def fits(model: Any) -> bool:
         config = model.config
         return (not config.is_encoder_decoder and getattr(model, "_supports_attention_backend", False)
-                and getattr(config, "rope_theta", None) is not None
+                and uses_rope(config)
                 and getattr(config, "sliding_window", None) is None)
 
     @property

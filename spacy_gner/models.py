@@ -127,12 +127,13 @@ def tidy_model_dir(directory: Union[str, Path], tokenizer: Any) -> None:
     A fast tokenizer loads from tokenizer.json alone: the vocabulary files of its slow form go
     (`spiece.model`; `tokenizer.model`, which for a tokenizer read from a GGUF file is a copy of
     the whole GGUF file), and so does special_tokens_map.json where tokenizer_config.json lists
-    the special tokens itself (`added_tokens_decoder`: the map is then never read). Its class
-    is named so that both transformers lines load it. Every
+    the special tokens itself (`added_tokens_decoder`: the map is then never read). Its
+    config and tokenizer class are written so that both transformers lines read them alike
+    (`compat.portable_model_dir`). Every
     file gets the mode the process's umask gives new files (safetensors writes the weights
     readable by their owner only, which hides them from the other users of a shared disk).
     """
-    from .compat import portable_tokenizer_config
+    from .compat import portable_model_dir
 
     directory = Path(directory)
     if getattr(tokenizer, "is_fast", False) and (directory / "tokenizer.json").is_file():
@@ -142,7 +143,7 @@ def tidy_model_dir(directory: Union[str, Path], tokenizer: Any) -> None:
         config = directory / "tokenizer_config.json"
         if config.is_file() and "added_tokens_decoder" in json.loads(config.read_text(encoding="utf8")):
             (directory / "special_tokens_map.json").unlink(missing_ok=True)
-        portable_tokenizer_config(directory)
+    portable_model_dir(directory)
     umask = os.umask(0)
     os.umask(umask)
     for path in directory.iterdir():

@@ -14,6 +14,7 @@ from spacy_gner.decoding import (
     pad,
     score_tags,
     word_units,
+    _InPlaceRows,
 )
 from spacy_gner.generators import Request
 from spacy_gner.prompt import build_target, encode_prompt_start, encode_prompts, format_prompt
@@ -276,6 +277,7 @@ def test_rows_rolling_or_in_turn_change_no_tag(kind, tmp_path):
     """Two rows for eight prompts: causal rows are taken over by the next prompt as they
     finish, seq2seq prompts go two at a time; the tags are those of all at once."""
     model, tokenizer = _random_model(tmp_path, kind)
+    assert _InPlaceRows.fits(model) == (kind == "llama")  # Llama's rows roll, on either line
     requests = [Request(tuple(words), labels) for labels in LABEL_SETS[:2] for words in SENTENCES]
     prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
     units = [word_units(tokenizer, r) for r in requests]
