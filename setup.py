@@ -34,7 +34,7 @@ setup(
         "smollm2": ["gguf"],
         "train": ["peft", "matplotlib"],
         "ray": ["ray>=2.9"],
-        "test": TEST + ["spacy-transformers>=1.3"],
+        "test": TEST + ["spacy-transformers>=1.4,<1.5"],
         "test-core": TEST,
     },
     entry_points={
