@@ -2,7 +2,6 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-
 setup(
     name="spacy-gner",
     version="0.1.0",

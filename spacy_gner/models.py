@@ -129,9 +129,9 @@ def tidy_model_dir(directory: Union[str, Path], tokenizer: Any) -> None:
     the whole GGUF file), and so does special_tokens_map.json where tokenizer_config.json lists
     the special tokens itself (`added_tokens_decoder`: the map is then never read). Its
     config and tokenizer class are written so that both transformers lines read them alike
-    (`compat.portable_model_dir`). Every
-    file gets the mode the process's umask gives new files (safetensors writes the weights
-    readable by their owner only, which hides them from the other users of a shared disk).
+    (`compat.portable_model_dir`). Every file gets the mode the process's umask gives new
+    files (safetensors writes the weights readable by their owner only, which hides them from
+    the other users of a shared disk).
     """
     from .compat import portable_model_dir
 

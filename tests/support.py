@@ -3,6 +3,7 @@ import ctypes
 import os
 import re
 import signal
+import stat
 import struct
 import subprocess
 import time
@@ -189,6 +190,21 @@ class OpenedFiles:
             pass
         finally:
             os.close(self.fd)
+
+
+def assert_holds_only_what_loading_reads(directory):
+    """Every file of a saved model directory is read when it loads, and readable by all whom
+    the umask lets read new files."""
+    files = {path.name for path in directory.iterdir()}
+    from spacy_gner.models import load_model
+
+    with OpenedFiles(directory) as opened:
+        load_model(directory, device="cpu")
+    assert files == opened.names
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()} == {
+        name: 0o666 & ~umask for name in files}
 
 
 def memorise(model, tokenizer, kind: str, steps: int = 150) -> None:

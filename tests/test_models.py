@@ -1,5 +1,4 @@
 import os
-import stat
 import subprocess
 import sys
 
@@ -8,8 +7,8 @@ import spacy
 import torch
 import transformers
 from transformers import AutoTokenizer
-from support import (INSTRUCTION_CORPUS, OpenedFiles, random_model, sentencepiece_checkpoint,
-                     train_sentencepiece)
+from support import (INSTRUCTION_CORPUS, assert_holds_only_what_loading_reads, random_model,
+                     sentencepiece_checkpoint, train_sentencepiece)
 
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import (
@@ -97,19 +96,6 @@ def test_t5_checkpoint_with_only_spiece_model_loads_with_a_fast_tokenizer(tmp_pa
     doc = nlp("John explored Tokyo.")
     [raw] = doc.user_data["gner_raw"]
     assert raw["output"].startswith("John(")  # copy-aware decoding, on the fast tokenizer
-
-
-def assert_holds_only_what_loading_reads(directory):
-    """Every file of a saved model directory is read when it loads, and readable by all whom
-    the umask lets read new files."""
-    files = {path.name for path in directory.iterdir()}
-    with OpenedFiles(directory) as opened:
-        load_model(directory, device="cpu")
-    assert files == opened.names
-    umask = os.umask(0)
-    os.umask(umask)
-    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()} == {
-        name: 0o666 & ~umask for name in files}
 
 
 def test_a_saved_model_holds_only_what_loading_reads(tiny_llama, tmp_path):

