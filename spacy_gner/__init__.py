@@ -5,6 +5,7 @@ transformers; models load on first use.
 """
 from . import forking  # noqa: F401  (registers its fork handler before workers are forked)
 from .batch import Summary, annotate
+from .calibration import Calibration
 from .chunking import Chunk, Entity, merge_chunk_entities, plan_chunks
 from .component import GNER, entity_score, make_gner, normalize_labels
 from .generators import Generator, Loadable, Request, Result, Serializable, parse_output
@@ -18,6 +19,7 @@ __version__ = "0.2.0"
 __all__ = [
     "GNER",
     "INSTRUCTION",
+    "Calibration",
     "Chunk",
     "Entity",
     "Generator",

@@ -21,6 +21,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
 from spacy.util import SimpleFrozenList, minibatch
 
+from .calibration import Calibration
 from .chunking import Chunk, Entity, merge_chunk_entities, plan_chunks
 from .generators import Generator, Loadable, Request, Result, Serializable
 from .output import bio_to_spans
@@ -28,12 +29,14 @@ from .prompt import build_target
 
 Labels = Union[List[str], Dict[str, str]]
 RAW_OUTPUT_KEY = "gner_raw"
+MODEL_SCORES = "model_scores"  # span group attr: the uncalibrated scores, where calibrated
 DOC_LABELS = "gner_labels"  # Doc extension: the entity types offered for this Doc, in order
 SET_ENTS_MODES = ("replace", "keep", "overwrite", "condition")
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     "generator": {"@gner_generators": "spacy-gner.HFGenerator.v1"},
     "labels": [],
+    "descriptions": {},
     "window_overlap": 32,
     "set_ents_mode": "replace",
     "threshold": 0.0,
@@ -57,6 +60,7 @@ def make_gner(
     name: str,
     generator: Generator,
     labels: Labels,
+    descriptions: Dict[str, str],
     window_overlap: int,
     set_ents_mode: Literal["replace", "keep", "overwrite", "condition"],
     threshold: float,
@@ -66,7 +70,8 @@ def make_gner(
 ) -> "GNER":
     """Create a `gner` component. Nothing is loaded until first use or `initialize`."""
     return GNER(
-        nlp.vocab, generator, name=name, labels=labels, window_overlap=window_overlap,
+        nlp.vocab, generator, name=name, labels=labels, descriptions=descriptions,
+        window_overlap=window_overlap,
         set_ents_mode=set_ents_mode, threshold=threshold, spans_key=spans_key,
         store_raw=store_raw, scorer=scorer,
     )
@@ -99,6 +104,16 @@ def normalize_labels(labels: Labels) -> Dict[str, str]:
     return mapping
 
 
+def normalize_descriptions(descriptions: Dict[str, str]) -> Dict[str, str]:
+    """{prompt name: description}, whitespace collapsed; empty descriptions are an error."""
+    normal = {}
+    for name, text in descriptions.items():
+        if not isinstance(name, str) or not isinstance(text, str) or not " ".join(text.split()):
+            raise ValueError(f"gner descriptions map type names to text, got {name!r}: {text!r}")
+        normal[" ".join(name.split())] = " ".join(text.split())
+    return normal
+
+
 def entity_score(probs: Sequence[float]) -> float:
     """An entity's confidence from its words' tag probabilities: their product, the model's
     probability of the entity's whole tag sequence given the words before it."""
@@ -116,6 +131,7 @@ class GNER(Pipe):
         name: str = "gner",
         *,
         labels: Optional[Labels] = None,
+        descriptions: Optional[Dict[str, str]] = None,
         window_overlap: int = DEFAULT_CONFIG["window_overlap"],
         set_ents_mode: str = DEFAULT_CONFIG["set_ents_mode"],
         threshold: float = DEFAULT_CONFIG["threshold"],
@@ -135,12 +151,14 @@ class GNER(Pipe):
         self.generator = generator
         self.name = name
         self._labels = normalize_labels(labels or [])
+        self.descriptions = normalize_descriptions(descriptions or {})
         self.window_overlap = window_overlap
         self.set_ents_mode = set_ents_mode
         self.threshold = threshold
         self.spans_key = spans_key
         self.store_raw = store_raw
         self.scorer = scorer
+        self.calibration: Optional[Calibration] = None
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -226,10 +244,11 @@ class GNER(Pipe):
             costs[i] = cost
         chunks = plan_chunks(doc, costs, budget, self.window_overlap)
         fixed = self._fixed(doc, names)
+        described = tuple((name, self.descriptions[name]) for name in names if name in self.descriptions)
         requests = [
             Request(
                 tuple(doc[i].text for i in chunk.tokens), tuple(names),
-                tuple(fixed[i] for i in chunk.tokens) if fixed else (),
+                tuple(fixed[i] for i in chunk.tokens) if fixed else (), described,
             )
             for chunk in chunks
         ]
@@ -276,15 +295,23 @@ class GNER(Pipe):
         return result
 
     def set_annotations(self, docs: Iterable[Doc], predictions: List[Dict[str, Any]]) -> None:
-        """Every candidate, with its score, in `doc.spans[spans_key]`; those scoring at least
-        `threshold` (or unscored) in `doc.ents`, by `set_ents_mode`."""
+        """Every candidate, with its score (calibrated where the component has a
+        `calibration`; the model's own then in attrs["model_scores"]), in
+        `doc.spans[spans_key]`; those scoring at least `threshold` (or unscored) in
+        `doc.ents`, by `set_ents_mode`."""
         labels = {name: label for label, name in self._labels.items()}
+        calibrate = self.calibration
         for doc, prediction in zip(docs, predictions):
             entities = prediction["entities"]
             candidates = [Span(doc, e.start, e.end, label=labels.get(e.label, e.label)) for e in entities]
             scores = [e.score for e in entities]
+            attrs: Dict[str, Any] = {"scores": scores}
+            if calibrate is not None:
+                attrs = {"scores": [None if s is None else calibrate(s) for s in scores],
+                         MODEL_SCORES: scores}
+                scores = attrs["scores"]
             doc.spans[self.spans_key] = SpanGroup(
-                doc, name=self.spans_key, spans=candidates, attrs={"scores": scores}
+                doc, name=self.spans_key, spans=candidates, attrs=attrs
             )
             spans = [span for span, score in zip(candidates, scores)
                      if score is None or score >= self.threshold]
@@ -296,13 +323,18 @@ class GNER(Pipe):
             if self.store_raw:
                 doc.user_data[RAW_OUTPUT_KEY] = prediction["raw"]
 
-    # Serialisation: the labels as "cfg", the generator's files under "model".
+    # Serialisation: the labels and calibration as "cfg", the generator's files under "model".
 
     def _cfg(self) -> Dict[str, Any]:
-        return {"labels": [[label, name] for label, name in self._labels.items()]}
+        cfg: Dict[str, Any] = {"labels": [[label, name] for label, name in self._labels.items()]}
+        if self.calibration is not None:
+            cfg["calibration"] = self.calibration.to_list()
+        return cfg
 
     def _set_cfg(self, cfg: Dict[str, Any]) -> None:
         self._labels = normalize_labels({label: name for label, name in cfg["labels"]})
+        calibration = cfg.get("calibration")
+        self.calibration = None if calibration is None else Calibration.from_list(calibration)
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = SimpleFrozenList()) -> None:
         serializers: Dict[str, Callable[[Path], None]] = {

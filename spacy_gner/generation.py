@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 PREFIXES_KEPT = 4  # label sets whose shared prompt prefix stays cached
+Types = Tuple[Tuple[str, ...], Tuple[Tuple[str, str], ...]]  # `Request.types`
 FREE_MARGIN = 8  # new tokens a free output may take beyond its words with their widest tags
 
 
@@ -85,8 +86,8 @@ class HFGenerator:
         self.trust_remote_code = trust_remote_code
         self._model: Any = None
         self._tokenizer: Any = None
-        self._prefixes: "OrderedDict[Optional[Tuple[str, ...]], SharedPrefix]" = OrderedDict()
-        self._last_labels: List[Tuple[str, ...]] = []
+        self._prefixes: "OrderedDict[Optional[Types], SharedPrefix]" = OrderedDict()
+        self._last_types: List[Types] = []
 
     @property
     def loaded(self) -> bool:
@@ -171,21 +172,23 @@ class HFGenerator:
         (decoder-only models; none for seq2seq models, whose encoder reads every prompt whole).
 
         The part before the label list serves every label set; the part before the sentence
-        serves one label set: it is computed for those that two requests of the call share or
-        that an earlier call used, and kept for the last few label sets.
+        serves one label set (with its descriptions): it is computed for those that two
+        requests of the call share or that an earlier call used, and kept for the last few.
         """
         from .decoding import encode_prefix
 
         if not requests or self.model.config.is_encoder_decoder:
             return []
-        counts = Counter(request.labels for request in requests)
-        wanted = [None] + [labels for labels, count in counts.items()
-                           if count > 1 or labels in self._last_labels or labels in self._prefixes]
-        self._last_labels = list(counts)
+        counts = Counter(request.types for request in requests)
+        wanted = [None] + [types for types, count in counts.items()
+                           if count > 1 or types in self._last_types or types in self._prefixes]
+        self._last_types = list(counts)
         prefixes = []
         for key in wanted:
             if key not in self._prefixes:
-                ids = encode_prompt_start(self.tokenizer, self.prompt_format, key)
+                labels, descriptions = key or (None, ())
+                ids = encode_prompt_start(self.tokenizer, self.prompt_format, labels,
+                                          dict(descriptions))
                 self._prefixes[key] = encode_prefix(self.model, ids)
             self._prefixes.move_to_end(key)
             prefixes.append(self._prefixes[key])

@@ -31,12 +31,14 @@ if not hasattr(registry, "gner_generators"):
 
 @dataclass(frozen=True)
 class Request:
-    """One chunk for the model: its words, the entity types in prompt order, and per word a
-    tag the output must keep (None: the model's choice; no tuple: none fixed)."""
+    """One chunk for the model: its words, the entity types in prompt order, per word a tag
+    the output must keep (None: the model's choice; no tuple: none fixed), and (type,
+    description) pairs that the prompt explains the types by (see `build_prompt`)."""
 
     words: Tuple[str, ...]
     labels: Tuple[str, ...]
     fixed: Tuple[Optional[str], ...] = ()
+    descriptions: Tuple[Tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.fixed and len(self.fixed) != len(self.words):
@@ -44,7 +46,12 @@ class Request:
 
     @property
     def prompt(self) -> str:
-        return build_prompt(self.words, self.labels)
+        return build_prompt(self.words, self.labels, dict(self.descriptions))
+
+    @property
+    def types(self) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, str], ...]]:
+        """What the prompt says about the types: the labels and their descriptions."""
+        return self.labels, self.descriptions
 
     @property
     def tags(self) -> Tuple[str, ...]:

@@ -1,5 +1,5 @@
 """The GNER instruction prompt and target strings, byte-identical to the reference."""
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 INSTRUCTION = (
     "Please analyze the sentence provided, identifying the type of entity for each word "
@@ -13,11 +13,20 @@ INSTRUCTION = (
 PROMPT_FORMATS = ("inst", "chat_template", "plain")
 
 
-def build_prompt(words: Sequence[str], labels: Iterable[str]) -> str:
-    """The GNER instruction for one sentence: the task, the entity types, the words."""
+def build_prompt(
+    words: Sequence[str], labels: Iterable[str], descriptions: Optional[Mapping[str, str]] = None
+) -> str:
+    """The GNER instruction for one sentence: the task, the entity types, the words.
+
+    `descriptions` ({type: short description}) adds a line `- type: description` for each
+    offered type that has one, after the types; with none the prompt is the reference's."""
+    labels = list(labels)
+    described = [f"- {label}: {descriptions[label]}\n" for label in labels
+                 if descriptions and descriptions.get(label)]
+    meanings = f"The tags mean:\n{''.join(described)}" if described else ""
     return (
         f"{INSTRUCTION}\nUse the specific entity tags: {', '.join(labels)} and O.\n"
-        f"Sentence: {' '.join(words)}"
+        f"{meanings}Sentence: {' '.join(words)}"
     )
 
 
@@ -65,14 +74,18 @@ def encode_prompts(
 
 
 def encode_prompt_start(
-    tokenizer: Any, prompt_format: str, labels: Optional[Sequence[str]] = None
+    tokenizer: Any,
+    prompt_format: str,
+    labels: Optional[Sequence[str]] = None,
+    descriptions: Optional[Mapping[str, str]] = None,
 ) -> List[int]:
     """The token ids that a decoder-only model's prompts start with: everything before the
-    sentence for these `labels` or, without labels, everything before the label list (the same
-    for every label set). Tokenized alone, so its last token may differ from the prompts'
-    (see `decoding.SharedPrefix.common_length`)."""
+    sentence for these `labels` (and `descriptions`) or, without labels, everything before the
+    label list (the same for every label set). Tokenized alone, so its last token may differ
+    from the prompts' (see `decoding.SharedPrefix.common_length`)."""
     marker = "\u2063\u2063"  # invisible separators: no prompt holds them
-    prompt = build_prompt([marker], labels) if labels is not None else build_prompt(["."], [marker])
+    prompt = (build_prompt([marker], labels, descriptions) if labels is not None
+              else build_prompt(["."], [marker]))
     text = format_prompt(prompt, prompt_format, tokenizer)
     start = text[: text.index(marker)].rstrip(" ")
     return tokenizer(start, add_special_tokens=prompt_format != "chat_template")["input_ids"]

@@ -1,4 +1,5 @@
 """The gner component with a scripted generator: alignment, labels, modes, chunking, bad input."""
+import math
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from thinc.api import ConfigValidationError
 
+from spacy_gner.calibration import Calibration
 from spacy_gner.component import GNER, RAW_OUTPUT_KEY
 
 
@@ -331,3 +333,41 @@ def test_to_disk_and_from_disk_honour_exclude(tmp_path, exclude):
     data = nlp.get_pipe("gner").to_bytes(exclude=exclude)
     again = _nlp(labels=["location"]).get_pipe("gner").from_bytes(data, exclude=exclude)
     assert again.labels == (("location",) if "cfg" in exclude else ("PER",))
+
+
+def test_a_calibration_maps_the_scores_the_threshold_and_the_spans_group_see(tmp_path):
+    nlp = _nlp(prob=0.8, threshold=0.6)
+    gner = nlp.get_pipe("gner")
+    gner.calibration = Calibration(slope=0.5, intercept=-math.log(2))  # 0.8 -> 0.5, 0.64 -> 0.4
+    doc = nlp("John explored New York with Mary")
+    group = doc.spans["gner"]
+    assert group.attrs["model_scores"] == pytest.approx([0.8, 0.64, 0.8])
+    assert group.attrs["scores"] == pytest.approx([gner.calibration(p) for p in (0.8, 0.64, 0.8)])
+    assert group.attrs["scores"][0] == pytest.approx(0.5)
+    assert _ents(doc) == []  # every calibrated score is under the threshold of 0.6
+    gner.threshold = 0.45
+    assert _ents(nlp("John explored New York with Mary")) == [("John", "person"), ("Mary", "person")]
+
+
+def test_the_calibration_is_saved_with_the_labels(tmp_path):
+    nlp = _nlp(prob=0.8)
+    nlp.get_pipe("gner").calibration = Calibration(0.5, -0.5)
+    nlp.get_pipe("gner").to_disk(tmp_path / "gner", exclude=["model"])
+    fresh = _nlp(prob=0.8).get_pipe("gner")
+    assert fresh.calibration is None
+    assert fresh.from_disk(tmp_path / "gner").calibration == Calibration(0.5, -0.5)
+    data = nlp.get_pipe("gner").to_bytes()
+    assert _nlp().get_pipe("gner").from_bytes(data).calibration == Calibration(0.5, -0.5)
+    nlp.get_pipe("gner").calibration = None
+    assert _nlp().get_pipe("gner").from_bytes(nlp.get_pipe("gner").to_bytes()).calibration is None
+    assert "model_scores" not in nlp("John left").spans["gner"].attrs
+
+
+def test_descriptions_reach_the_prompt_of_the_types_offered():
+    nlp = _nlp(descriptions={"location": "a place on a map", "band": "a group of musicians"})
+    nlp("Mary visited Rome")
+    request = nlp.get_pipe("gner").generator.requests[-1]
+    assert request.descriptions == (("location", "a place on a map"),)
+    assert "The tags mean:\n- location: a place on a map\nSentence: Mary visited Rome" in request.prompt
+    with pytest.raises(ValueError, match="descriptions map type names to text"):
+        _nlp(descriptions={"location": "  "})

@@ -104,6 +104,17 @@ def test_a_label_set_prefix_is_computed_once_and_kept_across_calls(tiny_llama, m
     assert first[0].tags == tuple(TRAIN_TAGS)
 
 
+def test_described_types_get_their_own_prefix_and_the_same_tags_as_read_whole(tiny_llama):
+    described = Request(REQUEST.words, REQUEST.labels, (), ((LABELS[0], "a human being"),))
+    shared = HFGenerator(tiny_llama, device="cpu", **EXACT)
+    twice = shared([described, described])
+    assert ((REQUEST.labels, described.descriptions) in shared._prefixes and
+            (REQUEST.labels, ()) not in shared._prefixes)
+    whole = HFGenerator(tiny_llama, device="cpu", **EXACT)
+    whole.shared_prefixes = lambda requests: []  # every prompt read whole
+    _same(twice, whole([described, described]))
+
+
 def test_a_call_may_use_more_label_sets_than_the_cache_keeps(tiny_llama):
     # every label order comes twice, so each gets its prefix: more than the cache keeps
     labels = LABELS + ["band", "date", "event"]

@@ -44,6 +44,19 @@ def test_build_prompt_shape():
     assert prompt.endswith("Sentence: John lives in Rome")
 
 
+def test_descriptions_explain_the_offered_types_and_change_nothing_without_them():
+    words, labels = ["Labour", "won"], ["political party", "person", "election"]
+    assert build_prompt(words, labels, {}) == build_prompt(words, labels, None) == build_prompt(words, labels)
+    assert build_prompt(words, labels, {"band": "a group of musicians"}) == build_prompt(words, labels)
+    prompt = build_prompt(words, labels, {"election": "a vote to choose officials",
+                                          "political party": "an organisation that contests elections",
+                                          "band": "a group of musicians"})
+    assert prompt.endswith(
+        "Use the specific entity tags: political party, person, election and O.\n"
+        "The tags mean:\n- political party: an organisation that contests elections\n"
+        "- election: a vote to choose officials\nSentence: Labour won")
+
+
 def test_build_target_requires_one_tag_per_word():
     assert build_target(["(", "a", ")"], ["O", "B-x", "O"]) == "((O) a(B-x) )(O)"
     with pytest.raises(ValueError, match="2 words but 1 tags"):

@@ -14,7 +14,7 @@ F1 (`spacy_gner.metrics.paper_f1`, with a bootstrap 95% interval) on the tags th
 matched to each word, as they are (no BIO repair); spaCy's exact-span P/R/F, with per-type
 scores, on `doc.ents`; and, from the entity candidates' confidence scores
 (`doc.spans[spans_key]`), exact-span P/R/F at thresholds 0.1 ... 0.9 and the expected
-calibration error. Written: a metrics JSON, markdown tables laid out as the paper's Table 2 (a
+calibration error (of a calibrated pipeline's model scores too). Written: a metrics JSON, markdown tables laid out as the paper's Table 2 (a
 row per model, a column per dataset, then the average) with a threshold table per model, and
 a PNG plot of precision against recall by threshold and a reliability diagram per model.
 """
@@ -30,12 +30,12 @@ from spacy.tokens import Doc
 from spacy.training import Example
 
 from spacy_gner import GNER
-from spacy_gner.component import DOC_LABELS, RAW_OUTPUT_KEY
+from spacy_gner.component import DOC_LABELS, MODEL_SCORES, RAW_OUTPUT_KEY
 from spacy_gner.metrics import bootstrap_interval, calibration, paper_counts, prf, threshold_scores
 from spacy_gner.pipeline import gner_pipes, load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
-from .prepare import cap_per_dataset, record_doc, shuffle_labels
+from .prepare import cap_per_dataset, parse_cap, read_descriptions, record_doc, shuffle_labels
 from .readers import bio_tags, read_bio_dirs, read_gner_jsonl
 from .records import Record
 
@@ -79,15 +79,6 @@ def load_datasets(
     records = cap_per_dataset(records, limit, seed, limits)
     return [(name, [r for r in records if r.dataset == name])
             for name in dict.fromkeys(r.dataset for r in records)]
-
-
-def parse_limit(value: str) -> Tuple[Optional[str], Optional[int]]:
-    """A --limit value: "N" -> (None, N), "NAME=N" -> (NAME, N); N may be "all" (None), NAME
-    a dataset's name or its directory."""
-    name, _, count = value.rpartition("=")
-    if count != "all" and not count.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r}: expected N, all, NAME=N or NAME=all")
-    return Path(name).name or None, None if count == "all" else int(count)
 
 
 def gner_component(nlp: Language) -> GNER:
@@ -148,22 +139,29 @@ def score(examples: Sequence[Example], spans_key: str = "gner") -> Scores:
     spacy_scores = {"precision": spans["ents_p"] or 0.0, "recall": spans["ents_r"] or 0.0,
                     "f1": spans["ents_f"] or 0.0, "per_type": per_type}
     scores: Scores = {"sentences": len(examples), "paper": paper, "spacy": spacy_scores}
-    candidates = [_candidates(eg, spans_key) for eg in examples]
+    candidates = [scored_candidates(eg, spans_key) for eg in examples]
     if candidates and all(scored is not None for _, scored in candidates):
         thresholds = threshold_scores(candidates)
         scores["thresholds"] = {f"{t:.1f}": values for t, values in thresholds.items()}
         scores["calibration"] = calibration(
             (score, span in gold) for gold, scored in candidates for span, score in scored)
+        model = [scored_candidates(eg, spans_key, MODEL_SCORES) for eg in examples]
+        if any(scored for _, scored in model) and all(scored is not None for _, scored in model):
+            scores["model_calibration"] = calibration(
+                (score, span in gold) for gold, scored in model for span, score in scored)
     return scores
 
 
-def _candidates(example: Example, spans_key: str) -> Tuple[set, Optional[List[Tuple[Any, float]]]]:
-    """The gold spans of an Example and its scored candidates (None if any is unscored)."""
+def scored_candidates(
+    example: Example, spans_key: str, attr: str = "scores"
+) -> Tuple[set, Optional[List[Tuple[Any, float]]]]:
+    """The gold spans of an Example and its candidates scored by `attrs[attr]` of the span
+    group (None if any is unscored)."""
     gold = {(e.start, e.end, e.label_) for e in example.reference.ents}
     group = example.predicted.spans.get(spans_key)
     if group is None:
         return gold, []
-    scores = group.attrs.get("scores", [None] * len(group))
+    scores = group.attrs.get(attr, [None] * len(group))
     if any(score is None for score in scores):
         return gold, None
     return gold, [((s.start, s.end, s.label_), score) for s, score in zip(group, scores)]
@@ -179,15 +177,18 @@ def average(per_dataset: Dict[str, Scores]) -> Scores:
 
 def evaluate(
     models: Dict[str, str], datasets: Sequence[Dataset], device: Optional[str] = None,
-    prompt_format: Optional[str] = None,
+    prompt_format: Optional[str] = None, descriptions: Optional[Dict[str, str]] = None,
 ) -> Scores:
     """{model name: {"model", "datasets": {name: scores}, "average"}} for each named model: a
     saved pipeline directory as it is, or a model in a new pipeline (`load_pipeline`), with
-    `device` and `prompt_format` where given."""
+    `device`, `prompt_format` and type `descriptions` where given."""
     results = {}
     for name, model in models.items():
         nlp = load_pipeline(model, device=device, prompt_format=prompt_format)
-        spans_key = gner_component(nlp).spans_key
+        component = gner_component(nlp)
+        if descriptions is not None:
+            component.descriptions = descriptions
+        spans_key = component.spans_key
         per_dataset = {}
         for dataset, records in datasets:
             start = time.perf_counter()
@@ -226,12 +227,16 @@ def threshold_table(result: Scores) -> str:
     if not rows:
         return ""
     thresholds = list(next(iter(rows.values()))["thresholds"])
-    lines = ["| Dataset | " + " | ".join(f"F1 at {t}" for t in thresholds) + " | ECE |",
-             "| --- |" + " ---: |" * (len(thresholds) + 1)]
+    calibrated = any("model_calibration" in scores for scores in rows.values())
+    eces = ["ECE", "ECE before calibration"] if calibrated else ["ECE"]
+    lines = ["| Dataset | " + " | ".join([f"F1 at {t}" for t in thresholds] + eces) + " |",
+             "| --- |" + " ---: |" * (len(thresholds) + len(eces))]
     for dataset, scores in rows.items():
-        f1s = [f"{100 * scores['thresholds'][t]['f1']:.1f}" for t in thresholds]
-        ece = scores["calibration"]["ece"]
-        lines.append(f"| {dataset} | " + " | ".join(f1s) + f" | {'-' if ece is None else f'{ece:.3f}'} |")
+        cells = [f"{100 * scores['thresholds'][t]['f1']:.1f}" for t in thresholds]
+        for key in ("calibration", "model_calibration")[:len(eces)]:
+            ece = scores.get(key, {}).get("ece")
+            cells.append("-" if ece is None else f"{ece:.3f}")
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -312,7 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     add("--name", action="append", default=[], help="a model's name in the tables, once per "
         "model in order (default: the directory names)")
     add("--split", default="test", help="the split file of BIO directories (default: test)")
-    add("--limit", action="append", type=parse_limit, default=[], metavar="N|NAME=N",
+    add("--limit", action="append", type=parse_cap, default=[], metavar="N|NAME=N",
         help="at most N sentences per dataset (a seeded sample); NAME=N sets it for one "
         "dataset (its name or directory); N may be 'all'; repeat for several")
     add("--seed", type=int, default=0,
@@ -325,6 +330,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "own, else auto)")
     add("--prompt-format", choices=PROMPT_FORMATS, help="the prompt wrapping of causal models "
         "(default: a pipeline's own, else inst)")
+    add("--descriptions", type=Path, metavar="PATH", help="a JSON file {type: short "
+        "description} that the prompts explain the types by (default: a pipeline's own)")
     add("--output", type=Path, help="write the metrics JSON here")
     add("--markdown", type=Path, help="write the markdown tables here")
     add("--plot", type=Path, help="write the confidence plot (PNG) here")
@@ -337,7 +344,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                  args.label_order, limits=limits)
     except ValueError as error:
         parser.error(str(error))
-    results = evaluate(models, datasets, args.device, args.prompt_format)
+    descriptions = read_descriptions(args.descriptions) if args.descriptions else None
+    results = evaluate(models, datasets, args.device, args.prompt_format, descriptions)
     report = markdown_report(results)
     print(report)
     for path, text in ((args.output, json.dumps(results, indent=2) + "\n"),

@@ -2,17 +2,22 @@
 
     python -m training.package MODEL_DIR OUTPUT_DIR --labels person location
     python -m training.package MODEL_DIR OUTPUT_DIR --labels person --base en_core_web_sm
+    python -m training.package MODEL_DIR OUTPUT_DIR --labels person --calibration calibration.json
 
 The pipeline is a blank English one with a sentencizer (or the `--base` pipeline) and a `gner`
-component on MODEL_DIR. Its weights and tokenizer are written inside OUTPUT_DIR/gner/model
+component on MODEL_DIR, its scores calibrated by `--calibration` (from `training.calibrate`)
+where given. Its weights and tokenizer are written inside OUTPUT_DIR/gner/model
 (MODEL_DIR's training checkpoints are not), so `spacy.load(OUTPUT_DIR)` needs nothing else.
 """
 import argparse
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from spacy_gner.calibration import Calibration
 from spacy_gner.pipeline import load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
+
+from .calibrate import read_calibration
 
 DEFAULT_META = {"name": "gner_default", "version": "0.0.0"}
 
@@ -25,12 +30,15 @@ def package(
     base: Optional[str] = None,
     prompt_format: Optional[str] = None,
     meta: Optional[Dict[str, Any]] = None,
+    calibration: Optional[Calibration] = None,
 ) -> Path:
-    """Write the pipeline of `spacy_gner.pipeline.load_pipeline`, with the model's weights, to
-    `output_dir`."""
+    """Write the pipeline of `spacy_gner.pipeline.load_pipeline`, with the model's weights and
+    the score `calibration` where given, to `output_dir`."""
     nlp = load_pipeline(model, labels=list(labels), base=base, prompt_format=prompt_format)
+    gner = nlp.get_pipe("gner")
     # Only gner: initialising the whole pipeline would reset a base pipeline's trained weights
-    nlp.get_pipe("gner").initialize(lambda: [], nlp=nlp)  # loads the weights `to_disk` saves
+    gner.initialize(lambda: [], nlp=nlp)  # loads the weights `to_disk` saves
+    gner.calibration = calibration
     defaults = {**DEFAULT_META, "description": f"Generative NER (GNER) with the model {model}"}
     nlp.meta.update({**defaults, **(meta or {})})
     output_dir = Path(output_dir)
@@ -50,6 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--prompt-format", choices=PROMPT_FORMATS,
                         help="causal models: the prompt wrapping they were fine-tuned with "
                         "(default: inst)")
+    parser.add_argument("--calibration", type=Path, help="a score calibration written by "
+                        "training.calibrate (default: none, the model's own probabilities)")
     parser.add_argument("--name", default=DEFAULT_META["name"], help="meta name")
     parser.add_argument("--version", default=DEFAULT_META["version"], help="meta version")
     parser.add_argument("--description", help="meta description")
@@ -57,8 +67,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     meta = {"name": args.name, "version": args.version}
     if args.description:
         meta["description"] = args.description
+    calibration = read_calibration(args.calibration) if args.calibration else None
     path = package(args.model, args.output_dir, args.labels, base=args.base,
-                   prompt_format=args.prompt_format, meta=meta)
+                   prompt_format=args.prompt_format, meta=meta, calibration=calibration)
     print(f"wrote the pipeline to {path}")
 
 

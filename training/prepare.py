@@ -9,11 +9,12 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
 
+from spacy_gner.component import normalize_descriptions
 from spacy_gner.output import bio_to_spans
 from spacy_gner.prompt import build_prompt, build_target
 
@@ -43,6 +44,7 @@ CROSSNER_LABEL_MAP: Dict[str, Optional[str]] = {
     "programlang": "programming language",
 }
 PAPER_CAP = 10_000  # sentences per dataset in the GNER paper's training mix
+TRAINING_POOL = "training"  # draw external types from all types of the training data
 
 
 def _rng(seed: int, purpose: str, record: Record) -> random.Random:
@@ -71,10 +73,28 @@ def shuffle_labels(record: Record, seed: int) -> Record:
     return replace(record, labels=labels)
 
 
-def add_external_types(record: Record, pool: Sequence[str], count: int, seed: int) -> Record:
+def present_types(record: Record) -> Record:
+    """The record offered only the types tagged in it, in order of first mention."""
+    labels = dict.fromkeys(tag[2:] for tag in record.tags if tag != "O")
+    return replace(record, labels=list(labels))
+
+
+def clashes(label: str, own: Collection[str]) -> bool:
+    """Whether `label`, not a type of a dataset whose types are `own`, shares a word with one
+    of them ("person" beside "other person", "group" beside "musical group"): the dataset may
+    tag such mentions with its own type, so `label` is no safe negative there."""
+    words = set(label.split())
+    return label not in own and any(words & set(name.split()) for name in own)
+
+
+def add_external_types(
+    record: Record, pool: Sequence[str], count: int, seed: int, own: Collection[str] = ()
+) -> Record:
     """The record offered up to `count` more types from `pool`, drawn (by `seed` and the
-    record's id) from those it does not offer yet, so absent from the sentence."""
-    candidates = [label for label in dict.fromkeys(pool) if label not in record.labels]
+    record's id) from those it does not offer yet, so absent from the sentence, leaving out
+    those that clash with its dataset's types `own` (see `clashes`)."""
+    candidates = [label for label in dict.fromkeys(pool)
+                  if label not in record.labels and not clashes(label, own)]
     extra = _rng(seed, "external", record).sample(candidates, min(count, len(candidates)))
     return replace(record, labels=record.labels + extra)
 
@@ -106,31 +126,47 @@ def dataset_types(records: Iterable[Record]) -> Dict[str, List[str]]:
     return {dataset: list(labels) for dataset, labels in types.items()}
 
 
+def exclusion_map(types: Iterable[str]) -> Dict[str, None]:
+    """A label map that drops `types`: their words become O, and they are never offered."""
+    return {" ".join(name.split()): None for name in types}
+
+
 def prepare_records(
     records: Iterable[Record],
     *,
     label_map: Optional[LabelMap] = None,
     cap: Optional[int] = None,
+    caps: Mapping[str, Optional[int]] = {},
+    present_only: Collection[str] = (),
     external: int = 0,
-    pool: Optional[Sequence[str]] = None,
+    pool: Union[None, str, Sequence[str]] = None,
     head_rate: float = 0.0,
     variants: Optional[Variants] = None,
     variant_rate: float = 0.0,
     shuffle: bool = False,
     seed: int = 0,
 ) -> List[Record]:
-    """Normalise type names, cap each dataset, add `external` types absent from each sentence
-    (from `pool`, else from its dataset's types), offer a head noun of the sentence's entities
-    as a narrower type at `head_rate` (`variants.add_head_type`), rename types to one of their
-    `variants` at `variant_rate` and shuffle the type order, in that order."""
+    """Normalise type names, offer the sentences of the `present_only` datasets only the types
+    tagged in them (those with none are left out), cap each dataset (`caps[dataset]`, else
+    `cap`), add `external` types absent from each sentence (from `pool`; `TRAINING_POOL`: all
+    types of the data; None: its dataset's types), never one that `clashes` with its
+    dataset's types, offer a head noun of the sentence's entities as a narrower type at
+    `head_rate` (`variants.add_head_type`), rename types to one of their `variants` at
+    `variant_rate` and shuffle the type order, in that order."""
     records = [normalise_labels(r, label_map) for r in records] if label_map else list(records)
-    pools = dataset_types(records) if external and pool is None else {}
+    own = dataset_types(records)
+    if pool == TRAINING_POOL:
+        pool = list(dict.fromkeys(label for types in own.values() for label in types))
     heads = common_heads(records) if head_rate > 0 else set()
-    if cap is not None:
-        records = cap_per_dataset(records, cap, seed)
+    if present_only:
+        records = [present_types(r) if r.dataset in present_only else r for r in records
+                   if r.dataset not in present_only or any(tag != "O" for tag in r.tags)]
+    if cap is not None or caps:
+        records = cap_per_dataset(records, cap, seed, caps)
     if external:
         records = [
-            add_external_types(r, pools[r.dataset] if pool is None else pool, external, seed)
+            add_external_types(r, own[r.dataset] if pool is None else pool, external, seed,
+                               own[r.dataset])
             for r in records
         ]
     if heads:
@@ -144,6 +180,22 @@ def prepare_records(
     return records
 
 
+def held_out(records: Iterable[Record], chosen: Iterable[Record]) -> List[Record]:
+    """The records that are not among the `chosen` ones (by dataset, split and id): data held
+    out from training, e.g. to calibrate on."""
+    taken = {(r.dataset, r.split, r.id) for r in chosen}
+    return [r for r in records if (r.dataset, r.split, r.id) not in taken]
+
+
+def parse_cap(value: str) -> Tuple[Optional[str], Optional[int]]:
+    """A cap or limit: "N" -> (None, N), "NAME=N" -> (NAME, N); N may be "all" (None), NAME
+    a dataset's name or its directory."""
+    name, _, count = value.rpartition("=")
+    if count != "all" and not count.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected N, all, NAME=N or NAME=all")
+    return Path(name).name or None, None if count == "all" else int(count)
+
+
 # --- writers ------------------------------------------------------------------------------
 
 
@@ -155,8 +207,9 @@ def _check(record: Record) -> None:
         raise ValueError(f"{record.dataset} {record.id}: {error}") from None
 
 
-def gner_json(record: Record) -> Dict[str, Any]:
-    """A record in the GNER reference schema, with its prompt and target strings."""
+def gner_json(record: Record, descriptions: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """A record in the GNER reference schema, with its prompt (explaining the types by
+    `descriptions`, where given) and target strings."""
     return {
         "id": record.id,
         "dataset": record.dataset,
@@ -166,20 +219,22 @@ def gner_json(record: Record) -> Dict[str, Any]:
             "id": record.id,
             "words": record.words,
             "labels": record.tags,
-            "instruction_inputs": build_prompt(record.words, record.labels),
+            "instruction_inputs": build_prompt(record.words, record.labels, descriptions),
             "prompt_labels": build_target(record.words, record.tags),
         },
     }
 
 
-def write_gner_jsonl(records: Iterable[Record], path: PathLike) -> int:
-    """Write records as GNER JSON lines; return how many."""
+def write_gner_jsonl(
+    records: Iterable[Record], path: PathLike, descriptions: Optional[Mapping[str, str]] = None
+) -> int:
+    """Write records as GNER JSON lines (see `gner_json`); return how many."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with open(path, "w", encoding="utf-8") as file:
         for record in records:
             _check(record)
-            file.write(json.dumps(gner_json(record), ensure_ascii=False) + "\n")
+            file.write(json.dumps(gner_json(record, descriptions), ensure_ascii=False) + "\n")
             count += 1
     return count
 
@@ -228,12 +283,29 @@ def _parser() -> argparse.ArgumentParser:
     add("--spacy", type=Path, metavar="PATH", help="write a spaCy DocBin here")
     add("--label-map", metavar="crossner|PATH", help="rename types: 'crossner' (CrossNER's "
         "raw names; misc dropped) or a JSON file {old: new, or null to drop}")
-    add("--cap", type=int, metavar="N", help="at most N sentences per dataset, a seeded "
-        f"sample (the GNER paper uses {PAPER_CAP})")
+    add("--mix", nargs="+", type=Path, default=[], metavar="PATH", help="type-diverse data, "
+        "each sentence offered only the types tagged in it (add negatives with --external): "
+        "BIO dataset directories (or directories of them; their train split) or files in "
+        "--format (e.g. Pile-NER's .json)")
+    add("--cap", action="append", type=parse_cap, default=[], metavar="N|NAME=N", help="at "
+        "most N sentences per dataset, a seeded sample (the GNER paper uses "
+        f"{PAPER_CAP}); NAME=N for one dataset; repeat for several")
+    add("--mix-cap", type=int, metavar="N", help="at most N sentences of each --mix dataset "
+        "(default: --cap)")
     add("--external", type=int, default=0, metavar="N", help="offer N more types absent "
         "from each sentence (default: 0)")
-    add("--external-pool", type=Path, metavar="PATH", help="file of types, one per line, to "
-        "draw external types from (default: each dataset's own types)")
+    add("--external-pool", metavar=f"PATH|{TRAINING_POOL}", help="file of types, one per "
+        f"line, to draw external types from, or '{TRAINING_POOL}': all types of the data "
+        "read (default: each dataset's own types)")
+    add("--exclude-types", action="append", default=[], metavar="TYPE[,TYPE...]",
+        type=lambda value: [name for name in value.split(",") if name.strip()],
+        help="types never to train on, comma-separated: their mentions become O and they are "
+        "never offered (e.g. the unseen types of a zero-shot test); repeat for more")
+    add("--held-out", type=Path, metavar="PATH", help="also write, as GNER JSON lines, "
+        "sentences the caps left out (see --held-out-cap), offered types as the training "
+        "sentences are (--mix, --external, shuffled): data for training.calibrate")
+    add("--held-out-cap", type=int, metavar="N", help="at most N held-out sentences per "
+        "dataset (default: all)")
     add("--head-types", type=float, default=0.0, metavar="P", help="with probability P, "
         "offer a head noun of a sentence's entities as a narrower type ('society' beside "
         "'organization' for 'Royal Society'; default: 0)")
@@ -241,6 +313,8 @@ def _parser() -> argparse.ArgumentParser:
         "CrossNER training types') or a JSON file {type: [name, ...]}; see --variant-rate")
     add("--variant-rate", type=float, default=0.0, metavar="P", help="rename each type of a "
         "sentence to one of its --variants with probability P (default: 0)")
+    add("--descriptions", type=Path, metavar="PATH", help="a JSON file {type: short "
+        "description}: the prompts explain the types that have one (see spacy_gner.build_prompt)")
     add("--shuffle-labels", action="store_true",
         help="shuffle the type order of each sentence (seeded)")
     add("--seed", type=int, default=0, help="seed of all sampling (default: 0)")
@@ -261,19 +335,36 @@ def _load_label_map(value: Optional[str]) -> Optional[LabelMap]:
     return label_map
 
 
-def _read_inputs(args: argparse.Namespace, stats: SpanStats) -> List[Record]:
-    records: List[Record] = []
-    splits = args.splits or ["train"]
-    for path in args.inputs:
-        fmt = detect_format(path) if args.format == "auto" else args.format
-        if fmt == "bio":
-            records.extend(read_bio_dirs(path, splits, args.dataset))
-            continue
-        if len(splits) > 1:
-            raise DataError(Location(path), f"several splits ({', '.join(splits)}) apply "
-                            "to BIO directories only; this input is one split")
-        records.extend(read_records(path, fmt, splits[0], args.dataset, stats))
-    return records
+def read_descriptions(path: PathLike) -> Dict[str, str]:
+    """Type descriptions from a JSON file {type: description}; anything else is a DataError."""
+    data = json.loads(Path(path).read_text(encoding=ENCODING))
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("descriptions are a JSON object {type: text}")
+        return normalize_descriptions(data)
+    except ValueError as error:
+        raise DataError(Location(Path(path)), str(error)) from None
+
+
+def _read_inputs(args: argparse.Namespace, stats: SpanStats) -> Tuple[List[Record], List[str]]:
+    """The records of the inputs and of the --mix inputs, and the names of the mixed datasets."""
+    mixed = [record for path in args.mix for record in _read(path, args.format, ["train"], None, stats)]
+    records = [record for path in args.inputs
+               for record in _read(path, args.format, args.splits or ["train"], args.dataset, stats)]
+    return mixed + records, list(dict.fromkeys(record.dataset for record in mixed))
+
+
+def _read(
+    path: Path, fmt: str, splits: Sequence[str], dataset: Optional[str], stats: SpanStats
+) -> List[Record]:
+    """The records of one input: BIO directories (each split), or one file of another format."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "bio":
+        return read_bio_dirs(path, splits, dataset)
+    if len(splits) > 1:
+        raise DataError(Location(path), f"several splits ({', '.join(splits)}) apply "
+                        "to BIO directories only; this input is one split")
+    return list(read_records(path, fmt, splits[0], dataset, stats))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -281,23 +372,38 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = _parser().parse_args(argv)
     stats = SpanStats()
     try:
-        records = _read_inputs(args, stats)
+        records, mixed = _read_inputs(args, stats)
+        caps = dict(args.cap)
+        cap = caps.pop(None, None)
+        if args.mix_cap is not None:
+            caps = {**dict.fromkeys(mixed, args.mix_cap), **caps}
+        label_map = {**(_load_label_map(args.label_map) or {}),
+                     **exclusion_map(sum(args.exclude_types, []))}
+        pool = args.external_pool
+        offers = dict(label_map=label_map, present_only=mixed, external=args.external,
+                      pool=read_labels(pool) if pool and pool != TRAINING_POOL else pool,
+                      seed=args.seed)
         prepared = prepare_records(
             records,
-            label_map=_load_label_map(args.label_map),
-            cap=args.cap,
-            external=args.external,
-            pool=read_labels(args.external_pool) if args.external_pool else None,
+            cap=cap,
+            caps=caps,
             head_rate=args.head_types,
             variants=load_variants(args.variants) if args.variants else None,
             variant_rate=args.variant_rate,
             shuffle=args.shuffle_labels,
-            seed=args.seed,
+            **offers,
         )
+        if args.held_out:  # offered types as the training sentences are, with no augmentation
+            rest = prepare_records(held_out(records, prepared), cap=args.held_out_cap,
+                                   shuffle=True, **offers)
+        descriptions = read_descriptions(args.descriptions) if args.descriptions else None
     except (DataError, json.JSONDecodeError, OSError) as error:
         sys.exit(f"error: {error}")
     if args.jsonl:
-        print(f"wrote {write_gner_jsonl(prepared, args.jsonl)} records to {args.jsonl}")
+        count = write_gner_jsonl(prepared, args.jsonl, descriptions)
+        print(f"wrote {count} records to {args.jsonl}")
+    if args.held_out:
+        print(f"wrote {write_gner_jsonl(rest, args.held_out)} held-out records to {args.held_out}")
     if args.spacy:
         print(f"wrote {write_docbin(prepared, args.spacy)} docs to {args.spacy}")
     if not (args.jsonl or args.spacy):

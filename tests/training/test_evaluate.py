@@ -1,7 +1,6 @@
 """training.evaluate: datasets, type orders, predictions through the pipeline, both metrics
 (the paper's as the reference computes it), averages and the Table 2 layout, with a scripted
 model."""
-import argparse
 import json
 import re
 
@@ -18,7 +17,6 @@ from training.evaluate import (
     main,
     markdown_table,
     model_names,
-    parse_limit,
     predict,
     raw_tags,
     score,
@@ -67,16 +65,6 @@ def test_limits_per_dataset_override_the_limit(data):
     assert [(name, len(records)) for name, records in datasets] == [("companies", 2), ("places", 2)]
     with pytest.raises(ValueError, match=r"not in the data: \['plaices'\]"):
         load_datasets([data], limits={"plaices": 2})
-
-
-def test_limit_values_on_the_command_line():
-    assert parse_limit("200") == (None, 200)
-    assert parse_limit("all") == (None, None)
-    assert parse_limit("crossner_politics=all") == ("crossner_politics", None)
-    assert parse_limit("assets/crossner/crossner_politics/=7") == ("crossner_politics", 7)
-    assert parse_limit("a=b=5") == ("a=b", 5)
-    with pytest.raises(argparse.ArgumentTypeError, match="'ten'"):
-        parse_limit("ten")
 
 
 def test_datasets_without_test_sentences_are_reported(data, capsys):

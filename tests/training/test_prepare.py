@@ -1,4 +1,5 @@
 """Regularisation, the writers and the command line of training.prepare."""
+import argparse
 import json
 import subprocess
 import sys
@@ -11,17 +12,24 @@ import spacy
 from spacy_gner.prompt import build_prompt, build_target
 from training.prepare import (
     CROSSNER_LABEL_MAP,
+    TRAINING_POOL,
     add_external_types,
     cap_per_dataset,
+    clashes,
+    exclusion_map,
+    held_out,
     main,
     normalise_labels,
+    parse_cap,
     prepare_records,
+    present_types,
     shuffle_labels,
     write_docbin,
     write_gner_jsonl,
 )
 from training.readers import read_bio_dir, read_docbin, read_gner_jsonl
 from training.records import Record
+from toy_data import COMPANIES, PEOPLE_AND_PLACES, write_bio_dataset
 
 TYPES = ["person", "location", "organization", "date", "event", "product", "award", "work"]
 
@@ -160,6 +168,70 @@ def test_prepare_records_all_steps_are_deterministic():
     assert all(len(r.labels) == 4 and {"human", "location"} <= set(r.labels) for r in prepared)
 
 
+def test_present_types_offers_only_the_types_tagged_in_order_of_mention():
+    sentence = Record(["Rome", "and", "Ada", "in", "Rome"], ["B-city", "O", "B-person", "O", "B-city"],
+                      ["person", "animal", "city"], "toy", "0")
+    assert present_types(sentence).labels == ["city", "person"]
+    assert present_types(record("1", labels=TYPES)).tags == record("1").tags
+
+
+def test_clashing_types_are_no_negatives():
+    own = ["other person", "musical group", "politician"]
+    assert clashes("person", own) and clashes("group", own)
+    assert not clashes("politician", own)  # its own type, absent from a sentence: a true negative
+    assert not clashes("disease", own)
+    base = record("0", dataset="fine", labels=["other person"])
+    for seed in range(20):
+        drawn = add_external_types(base, ["person", "disease", "date"], 2, seed, own).labels[1:]
+        assert sorted(drawn) == ["date", "disease"]
+
+
+def test_mixed_datasets_offer_their_own_types_plus_negatives_from_all_training_types():
+    crossner = [record(str(i), "crossner", labels=["person", "location", "award"]) for i in range(4)]
+    diverse = [Record(["Ada", "sang"], ["B-artist", "O"], ["artist", "other person", "food"],
+                      "diverse", str(i)) for i in range(5)]
+    diverse.append(Record(["nothing", "here"], ["O", "O"], ["artist", "other person", "food"], "diverse", "5"))
+    prepared = prepare_records(crossner + diverse, present_only={"diverse"}, external=2,
+                               pool=TRAINING_POOL, caps={"diverse": 3}, seed=1)
+    mixed = [r for r in prepared if r.dataset == "diverse"]
+    assert len(mixed) == 3 and "5" not in {r.id for r in mixed}  # sentences without entities left out
+    pool = {"person", "location", "award", "artist", "other person", "food"}
+    for r in mixed:
+        assert r.labels[0] == "artist" and len(r.labels) == 3
+        assert set(r.labels[1:]) <= pool - {"artist", "person"}  # "person" clashes with "other person"
+    assert any(set(r.labels[1:]) & {"location", "award"} for r in mixed)  # other datasets' types too
+    assert all(len(r.labels) == 5 for r in prepared if r.dataset == "crossner")
+
+
+def test_excluded_types_are_never_trained_on_nor_offered():
+    sentence = Record(["Labour", "won", "the", "election"],
+                      ["B-political party", "O", "O", "B-election"],
+                      ["political party", "election", "organization"], "politics", "0")
+    other = record("1", labels=["person", "location", "election"])
+    prepared = prepare_records([sentence, other], label_map=exclusion_map(["political  party", "election"]),
+                               external=3, pool=TRAINING_POOL)
+    assert prepared[0].tags == ["O"] * 4
+    assert all({"political party", "election"}.isdisjoint(r.labels) for r in prepared)
+
+
+def test_held_out_sentences_are_those_the_caps_left_out():
+    records = [record(str(i), "big", labels=["person", "location", "date"]) for i in range(30)]
+    chosen = prepare_records(records, cap=10, seed=4)
+    rest = held_out(records, chosen)
+    assert len(rest) == 20 and not {r.id for r in rest} & {r.id for r in chosen}
+    assert held_out(records, []) == records
+
+
+def test_caps_and_limits_on_the_command_line():
+    assert parse_cap("200") == (None, 200)
+    assert parse_cap("all") == (None, None)
+    assert parse_cap("crossner_politics=all") == ("crossner_politics", None)
+    assert parse_cap("assets/crossner/crossner_politics/=7") == ("crossner_politics", 7)
+    assert parse_cap("a=b=5") == ("a=b", 5)
+    with pytest.raises(argparse.ArgumentTypeError, match="'ten'"):
+        parse_cap("ten")
+
+
 # --- command line -------------------------------------------------------------------------
 
 
@@ -237,3 +309,38 @@ def test_cli_module_help():
     result = subprocess.run([sys.executable, "-m", "training.prepare", "--help"], cwd=root,
                             capture_output=True, text=True, check=True)
     assert "--external-pool" in result.stdout and "--shuffle-labels" in result.stdout
+
+
+def test_cli_mixes_type_diverse_sets_and_writes_held_out_sentences(tmp_path, capsys):
+    write_bio_dataset(tmp_path / "main" / "places", ["person", "location"],
+                      {"train": PEOPLE_AND_PLACES, "dev": PEOPLE_AND_PLACES[:2]})
+    write_bio_dataset(tmp_path / "diverse" / "firms", ["organization", "person"], {"train": COMPANIES})
+    main([str(tmp_path / "main" / "places"), "--split", "train", "--split", "dev", "--cap", "3",
+          "--mix", str(tmp_path / "diverse"), "--mix-cap", "1", "--external", "1",
+          "--external-pool", "training", "--exclude-types", "person,nothing", "--seed", "2",
+          "--jsonl", str(tmp_path / "train.jsonl"), "--held-out", str(tmp_path / "held.jsonl")])
+    out = capsys.readouterr().out
+    train = list(read_gner_jsonl(tmp_path / "train.jsonl"))
+    assert Counter(r.dataset for r in train) == {"places": 3, "firms": 1}
+    assert all("person" not in r.labels and all("person" not in t for t in r.tags) for r in train)
+    (firm,) = [r for r in train if r.dataset == "firms"]
+    assert firm.labels == ["organization", "location"]  # its own type, then one from the pool
+    rest = list(read_gner_jsonl(tmp_path / "held.jsonl"))
+    assert {(r.dataset, r.split, r.id) for r in rest}.isdisjoint({(r.dataset, r.split, r.id) for r in train})
+    assert Counter(r.dataset for r in rest) == {"places": 6 - 3, "firms": len(COMPANIES) - 1}
+    (other_firm,) = [r for r in rest if r.dataset == "firms"]  # offered as training sentences are
+    assert sorted(other_firm.labels) == ["location", "organization"]
+    assert f"held-out records to {tmp_path / 'held.jsonl'}" in out
+
+
+def test_cli_writes_prompts_with_type_descriptions(fixtures, tmp_path):
+    (tmp_path / "descriptions.json").write_text(json.dumps({"location": "a  place", "band": "musicians"}))
+    main([str(fixtures / "bio" / "tweets"), "--descriptions", str(tmp_path / "descriptions.json"),
+          "--jsonl", str(tmp_path / "out.jsonl")])
+    first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
+    words, labels = first["instance"]["words"], first["label_list"]
+    assert first["instance"]["instruction_inputs"] == build_prompt(words, labels, {"location": "a place"})
+    assert "The tags mean:\n- location: a place\nSentence:" in first["instance"]["instruction_inputs"]
+    (tmp_path / "descriptions.json").write_text(json.dumps({"location": ""}))
+    with pytest.raises(SystemExit, match=r"descriptions.json: gner descriptions map type names to text"):
+        main([str(fixtures / "bio" / "tweets"), "--descriptions", str(tmp_path / "descriptions.json")])
