@@ -8,7 +8,7 @@ the ranking, and it is fitted by `fit` on (score, correct) pairs of held-out sen
 """
 import math
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 _EPSILON = 1e-6  # scores are clipped to [eps, 1 - eps] before their log-odds are taken
 
@@ -41,6 +41,10 @@ class Calibration:
     def __call__(self, score: float) -> float:
         return sigmoid(self.slope * logit(score) + self.intercept)
 
+    def scores(self, scores: Sequence[Optional[float]]) -> List[Optional[float]]:
+        """Each score calibrated; None (unscored) stays None."""
+        return [None if score is None else self(score) for score in scores]
+
     @property
     def temperature(self) -> float:
         """The temperature on the log-odds, 1 / slope: above 1 softens overconfident scores."""
@@ -56,14 +60,27 @@ class Calibration:
         return cls(float(values[0]), float(values[1]))
 
 
-def fit(pairs: Iterable[Tuple[float, bool]], iterations: int = 50, ridge: float = 1e-3) -> Calibration:
+def _softplus(value: float) -> float:
+    """log(1 + exp(value)), without overflow."""
+    return max(value, 0.0) + math.log1p(math.exp(-abs(value)))
+
+
+def fit(pairs: Iterable[Tuple[float, bool]], iterations: int = 100, ridge: float = 1e-3) -> Calibration:
     """The calibration that maximises the likelihood of the (score, correct) pairs: logistic
-    regression of correctness on the scores' log-odds, by Newton's method, with a small ridge
-    penalty that pulls towards the identity (so one-sided or tiny data stay finite)."""
+    regression of correctness on the scores' log-odds, by Newton's method with a backtracking
+    line search (each step lowers the loss, so it converges from any data), with a small
+    ridge penalty that pulls towards the identity (so one-sided or tiny data stay finite)."""
     points = [(logit(score), 1.0 if correct else 0.0) for score, correct in pairs]
     if not points:
         raise ValueError("no scored candidates to fit a calibration on")
+
+    def loss(slope: float, intercept: float) -> float:
+        penalty = ridge / 2 * ((slope - 1.0) ** 2 + intercept ** 2)
+        return penalty + sum(_softplus(slope * x + intercept) - y * (slope * x + intercept)
+                             for x, y in points)
+
     slope, intercept = 1.0, 0.0
+    current = loss(slope, intercept)
     for _ in range(iterations):
         # gradient and Hessian of the penalised negative log-likelihood
         g_slope, g_intercept = ridge * (slope - 1.0), ridge * intercept
@@ -79,8 +96,18 @@ def fit(pairs: Iterable[Tuple[float, bool]], iterations: int = 50, ridge: float 
         det = h_ss * h_ii - h_si * h_si
         step_slope = (h_ii * g_slope - h_si * g_intercept) / det
         step_intercept = (h_ss * g_intercept - h_si * g_slope) / det
-        slope, intercept = slope - step_slope, intercept - step_intercept
-        if abs(step_slope) + abs(step_intercept) < 1e-10:
+        decrease = g_slope * step_slope + g_intercept * step_intercept  # > 0: a descent step
+        size = 1.0
+        while size > 1e-10:
+            trial = loss(slope - size * step_slope, intercept - size * step_intercept)
+            if trial <= current - 1e-4 * size * decrease:
+                break
+            size /= 2
+        else:
+            break  # no step lowers the loss: at the minimum, to rounding
+        slope, intercept = slope - size * step_slope, intercept - size * step_intercept
+        improvement, current = current - trial, trial
+        if improvement < 1e-12 * max(1.0, abs(current)):
             break
     # a negative slope would reverse the ranking: scores that carry no signal get a flat map
     return Calibration(max(slope, _EPSILON), intercept)

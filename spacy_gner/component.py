@@ -307,8 +307,7 @@ class GNER(Pipe):
             scores = [e.score for e in entities]
             attrs: Dict[str, Any] = {"scores": scores}
             if calibrate is not None:
-                attrs = {"scores": [None if s is None else calibrate(s) for s in scores],
-                         MODEL_SCORES: scores}
+                attrs = {"scores": calibrate.scores(scores), MODEL_SCORES: scores}
                 scores = attrs["scores"]
             doc.spans[self.spans_key] = SpanGroup(
                 doc, name=self.spans_key, spans=candidates, attrs=attrs

@@ -25,6 +25,7 @@ def test_the_identity_changes_nothing_and_the_map_keeps_the_ranking():
     scores = [0.01, 0.2, 0.5, 0.9, 0.999]
     assert [soften(s) for s in scores] == sorted(soften(s) for s in scores)
     assert soften.temperature == 2.0
+    assert soften.scores([0.2, None]) == [soften(0.2), None]
     assert 0.0 < soften(0.0) < soften(1.0) < 1.0  # certain scores stay finite
 
 
@@ -62,3 +63,15 @@ def test_bad_calibrations_are_refused_by_name():
     with pytest.raises(ValueError, match=r"\[slope, intercept\]"):
         Calibration.from_list([1.0])
     assert Calibration.from_list(Calibration(2.0, 0.5).to_list()) == Calibration(2.0, 0.5)
+
+
+def test_fit_converges_where_plain_newton_steps_overshoot():
+    # scores piled up at certainty (log-odds at the clip), most of them right, and a spread
+    # below: undamped Newton steps from the identity overshoot here
+    rng = random.Random(3)
+    pairs = [(1.0, rng.random() < 0.8) for _ in range(900)]
+    pairs += [(s, rng.random() < s * 0.7) for s in (rng.uniform(0.3, 0.999) for _ in range(600))]
+    fitted = fit(pairs)
+    assert 0.01 < fitted.slope < 10 and abs(fitted.intercept) < 20
+    assert fitted(1.0) == pytest.approx(0.8, abs=0.05)
+    assert reliability([(fitted(s), c) for s, c in pairs])["ece"] < reliability(pairs)["ece"]

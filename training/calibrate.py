@@ -1,8 +1,8 @@
 """Fit the calibration of a gner model's confidence scores on held-out sentences.
 
     python -m training.calibrate training/models/gner-default --data corpus/held-out.jsonl \\
-        --output corpus/calibration.json
-    python -m training.package MODEL_DIR PIPELINE_DIR --labels ... --calibration corpus/calibration.json
+        --output metrics/calibration.json
+    python -m training.package MODEL_DIR PIPELINE_DIR --labels ... --calibration metrics/calibration.json
 
 The model (a pipeline directory, or a model directory packaged on the fly) tags the sentences
 of `--data` (GNER .jsonl, e.g. `training.prepare --held-out`, or BIO directories' `--split`),
@@ -39,7 +39,7 @@ def calibrate_scores(examples: Sequence[Example], spans_key: str, calibration: C
             continue
         model = list(group.attrs.get(MODEL_SCORES, group.attrs["scores"]))
         group.attrs[MODEL_SCORES] = model
-        group.attrs["scores"] = [None if s is None else calibration(s) for s in model]
+        group.attrs["scores"] = calibration.scores(model)
 
 
 def read_calibration(path: Path) -> Calibration:

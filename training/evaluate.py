@@ -14,9 +14,10 @@ F1 (`spacy_gner.metrics.paper_f1`, with a bootstrap 95% interval) on the tags th
 matched to each word, as they are (no BIO repair); spaCy's exact-span P/R/F, with per-type
 scores, on `doc.ents`; and, from the entity candidates' confidence scores
 (`doc.spans[spans_key]`), exact-span P/R/F at thresholds 0.1 ... 0.9 and the expected
-calibration error (of a calibrated pipeline's model scores too). Written: a metrics JSON, markdown tables laid out as the paper's Table 2 (a
-row per model, a column per dataset, then the average) with a threshold table per model, and
-a PNG plot of precision against recall by threshold and a reliability diagram per model.
+calibration error (of a calibrated pipeline's model scores too). Written: a metrics JSON,
+markdown tables laid out as the paper's Table 2 (a row per model, a column per dataset, then
+the average) with a threshold table per model, and a PNG plot of precision against recall by
+threshold and a reliability diagram per model.
 """
 import argparse
 import json
