@@ -22,11 +22,12 @@ from spacy.training import Example
 
 from spacy_gner.calibration import Calibration, fit
 from spacy_gner.component import MODEL_SCORES
+from spacy_gner.metrics import calibration as reliability
 from spacy_gner.pipeline import load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
-from .evaluate import Dataset, gner_component, load_datasets, plot_confidence, predict, score
-from .evaluate import scored_candidates
+from .evaluate import Dataset, correctness, gner_component, load_datasets, plot_confidence
+from .evaluate import predict, score, scored_candidates
 from .prepare import parse_cap
 
 
@@ -65,11 +66,8 @@ def calibrate(
     component.calibration = None
     key = component.spans_key
     predicted = {name: predict(nlp, records) for name, records in datasets}
-    everything = [eg for examples in predicted.values() for eg in examples]
-    pairs = []
-    for example in everything:
-        gold, scored = scored_candidates(example, key)
-        pairs.extend((p, span in gold) for span, p in scored or [])
+    candidates = [scored_candidates(eg, key) for examples in predicted.values() for eg in examples]
+    pairs = correctness([(gold, scored or []) for gold, scored in candidates])
     if not pairs:
         print("no entity candidates on these sentences: the calibration is the identity")
     calibration = fit(pairs) if pairs else Calibration()
@@ -77,14 +75,13 @@ def calibrate(
     for examples in predicted.values():
         calibrate_scores(examples, key, calibration)
     after = {name: score(examples, key) for name, examples in predicted.items()}
-    pooled = score(everything, key)
     return {
         "slope": calibration.slope,
         "intercept": calibration.intercept,
         "temperature": calibration.temperature,
         "candidates": len(pairs),
-        "ece_before": pooled.get("model_calibration", {}).get("ece"),
-        "ece_after": pooled.get("calibration", {}).get("ece"),
+        "ece_before": reliability(pairs)["ece"],
+        "ece_after": reliability([(calibration(p), correct) for p, correct in pairs])["ece"],
         "results": {"model scores": {"model": model, "datasets": before},
                     "calibrated": {"model": model, "datasets": after}},
     }

@@ -144,13 +144,17 @@ def score(examples: Sequence[Example], spans_key: str = "gner") -> Scores:
     if candidates and all(scored is not None for _, scored in candidates):
         thresholds = threshold_scores(candidates)
         scores["thresholds"] = {f"{t:.1f}": values for t, values in thresholds.items()}
-        scores["calibration"] = calibration(
-            (score, span in gold) for gold, scored in candidates for span, score in scored)
+        scores["calibration"] = calibration(correctness(candidates))
         model = [scored_candidates(eg, spans_key, MODEL_SCORES) for eg in examples]
         if any(scored for _, scored in model) and all(scored is not None for _, scored in model):
-            scores["model_calibration"] = calibration(
-                (score, span in gold) for gold, scored in model for span, score in scored)
+            scores["model_calibration"] = calibration(correctness(model))
     return scores
+
+
+def correctness(candidates: Sequence[Tuple[set, List[Tuple[Any, float]]]]) -> List[Tuple[float, bool]]:
+    """(score, correct) of every candidate of `scored_candidates` results: correct when a
+    gold entity has its span and label."""
+    return [(score, span in gold) for gold, scored in candidates for span, score in scored]
 
 
 def scored_candidates(

@@ -403,7 +403,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         count = write_gner_jsonl(prepared, args.jsonl, descriptions)
         print(f"wrote {count} records to {args.jsonl}")
     if args.held_out:
-        print(f"wrote {write_gner_jsonl(rest, args.held_out)} held-out records to {args.held_out}")
+        count = write_gner_jsonl(rest, args.held_out, descriptions)
+        print(f"wrote {count} held-out records to {args.held_out}")
     if args.spacy:
         print(f"wrote {write_docbin(prepared, args.spacy)} docs to {args.spacy}")
     if not (args.jsonl or args.spacy):

@@ -336,11 +336,13 @@ def test_cli_mixes_type_diverse_sets_and_writes_held_out_sentences(tmp_path, cap
 def test_cli_writes_prompts_with_type_descriptions(fixtures, tmp_path):
     (tmp_path / "descriptions.json").write_text(json.dumps({"location": "a  place", "band": "musicians"}))
     main([str(fixtures / "bio" / "tweets"), "--descriptions", str(tmp_path / "descriptions.json"),
-          "--jsonl", str(tmp_path / "out.jsonl")])
+          "--jsonl", str(tmp_path / "out.jsonl"), "--cap", "2", "--held-out", str(tmp_path / "held.jsonl")])
     first = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])
     words, labels = first["instance"]["words"], first["label_list"]
     assert first["instance"]["instruction_inputs"] == build_prompt(words, labels, {"location": "a place"})
     assert "The tags mean:\n- location: a place\nSentence:" in first["instance"]["instruction_inputs"]
+    held = json.loads((tmp_path / "held.jsonl").read_text().splitlines()[0])  # the same prompts
+    assert "The tags mean:\n- location: a place\nSentence:" in held["instance"]["instruction_inputs"]
     (tmp_path / "descriptions.json").write_text(json.dumps({"location": ""}))
     with pytest.raises(SystemExit, match=r"descriptions.json: gner descriptions map type names to text"):
         main([str(fixtures / "bio" / "tweets"), "--descriptions", str(tmp_path / "descriptions.json")])
