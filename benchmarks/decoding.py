@@ -15,6 +15,8 @@ and prints sentences/s, words/s, peak memory, the paper's F1 against gold, the t
 the model per sentence (every position of every forward pass, padding included) against the
 minimum (the sentence-specific prompt tokens and the output tokens: what a decoder-only model
 must read at the least), and the forward passes per sentence; then the ratios of C to A and B.
+A and B are GNER's word(tag) decoding: for a model trained on another output format (see
+`benchmarks/formats.py`) only C runs.
 """
 import argparse
 import gzip
@@ -143,7 +145,10 @@ def component_runner(model: Path, args: argparse.Namespace, counter: TokenCounte
     from spacy_gner.component import RAW_OUTPUT_KEY
 
     nlp = spacy.blank("en")
-    generator = {"model": str(model), "device": args.device, "batch_size": args.batch_size, "dtype": args.dtype}
+    from spacy_gner.formats import get_format
+
+    generator = {"model": str(model), "device": args.device, "batch_size": args.batch_size, "dtype": args.dtype,
+                 "output_format": {"@gner_formats": get_format(args.format).name}}
     gner = nlp.add_pipe("gner", config={"generator": generator, "labels": WARM_LABELS, "store_raw": True})
     nlp.initialize()
     counter.attach(gner.generator.model)
@@ -169,25 +174,43 @@ def component_runner(model: Path, args: argparse.Namespace, counter: TokenCounte
 RUNNERS = {"A": reference_runner, "B": batched_runner, "C": component_runner}
 
 
-def minimum_tokens(model: Path, prompt_format: str, sentences: List[Sentence], texts: List[str]) -> int:
+def minimum_tokens(model: Path, prompt_format: str, sentences: List[Sentence], texts: List[str],
+                   output_format: str = "word_tag") -> int:
     """What a decoder-only model must read at the least: each prompt's tokens after the part
     it shares with every prompt of its label set, and each output's tokens (seq2seq models read
     the whole prompt: their encoder sees it at once)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from spacy_gner.decoding import common_length
+    from spacy_gner.formats import get_format
     from spacy_gner.prompt import build_prompt, encode_prompt_start, encode_prompts
 
+    fmt = get_format(output_format)
     tokenizer = AutoTokenizer.from_pretrained(model)
     seq2seq = AutoConfig.from_pretrained(model).is_encoder_decoder
-    prompts = encode_prompts(tokenizer, [build_prompt(s["words"], s["labels"]) for s in sentences],
+    prompts = encode_prompts(tokenizer, [build_prompt(s["words"], s["labels"], None, fmt) for s in sentences],
                              None if seq2seq else prompt_format)
     total = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     for sentence, prompt in zip(sentences, prompts):
         if not seq2seq:
-            prompt = prompt[common_length(encode_prompt_start(tokenizer, prompt_format, sentence["labels"]), prompt):]
+            start = encode_prompt_start(tokenizer, prompt_format, sentence["labels"], None, fmt)
+            prompt = prompt[common_length(start, prompt):]
         total += len(prompt)
     return total
+
+
+def model_format(model: Path) -> str:
+    """The output format a pipeline directory's gner generator writes (registered name), else
+    word(tag)'s."""
+    from spacy.util import load_config
+
+    config = model / "config.cfg"
+    if config.is_file():
+        for component in load_config(config, interpolate=False).get("components", {}).values():
+            block = component.get("generator", {}).get("output_format") or {}
+            if component.get("factory") == "gner" and "@gner_formats" in block:
+                return block["@gner_formats"]
+    return "word_tag"
 
 
 def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -197,6 +220,7 @@ def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
     from spacy_gner.pipeline import resolve_model
 
     sentences = load_sentences(args.n)
+    args.format = args.format or model_format(Path(args.model))
     model = Path(resolve_model(args.model))
     counter = TokenCounter()
     run = RUNNERS[mode](model, args, counter)
@@ -218,7 +242,7 @@ def measure(mode: str, args: argparse.Namespace) -> Dict[str, Any]:
         "peak_gpu_mb": gpu,
         "passes": counter.passes,
         "tokens": counter.tokens,
-        "minimum": minimum_tokens(model, "inst", sentences, texts),
+        "minimum": minimum_tokens(model, "inst", sentences, texts, args.format),
         "predictions": predictions,
     }
 
@@ -232,6 +256,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--dtypes", nargs="+", default=["auto"],
                         help="mode C's dtype settings, one run each (auto: the component's default)")
+    parser.add_argument("--format", help="mode C's output format (word_tag, bracket, xml), the one the "
+                        "model was trained on (default: a pipeline's own, else word_tag); modes A "
+                        "and B are the reference's, for word(tag) models (see benchmarks/formats.py)")
     parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,6 +276,11 @@ def main() -> None:
         parser.error(str(error))
 
     sentences = load_sentences(args.n)
+    from spacy_gner.formats import WordTag, get_format
+
+    if not isinstance(get_format(args.format or model_format(Path(args.model))), WordTag):
+        args.modes = [mode for mode in args.modes if mode == "C"] or parser.error(
+            "modes A and B are GNER's word(tag) decoding; this model writes another format")
     runs = [(mode, dtype) for mode in args.modes for dtype in (args.dtypes if mode == "C" else ["auto"])]
     results = {}
     for mode, dtype in runs:

@@ -7,7 +7,8 @@ from . import forking  # noqa: F401  (registers its fork handler before workers 
 from .batch import Summary, annotate
 from .calibration import Calibration
 from .chunking import Chunk, Entity, merge_chunk_entities, plan_chunks
-from .component import GNER, entity_score, make_gner, normalize_labels
+from .component import GNER, make_gner, normalize_labels
+from .formats import InlineBracket, InlineXML, OutputFormat, WordTag, entity_score, get_format
 from .generators import Generator, Loadable, Request, Result, Serializable, parse_output
 from .matching import back_tokenize, hierarchical_match
 from .output import bio_to_spans, extract, repair_bio
@@ -23,6 +24,10 @@ __all__ = [
     "Chunk",
     "Entity",
     "Generator",
+    "InlineBracket",
+    "InlineXML",
+    "OutputFormat",
+    "WordTag",
     "Loadable",
     "Request",
     "Result",
@@ -34,6 +39,7 @@ __all__ = [
     "entity_score",
     "extract",
     "format_prompt",
+    "get_format",
     "hierarchical_match",
     "make_gner",
     "merge_chunk_entities",

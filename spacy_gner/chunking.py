@@ -75,13 +75,14 @@ def plan_chunks(doc: Doc, costs: Sequence[int], budget: int, overlap: int) -> Li
 
 
 def merge_chunk_entities(
-    chunks: Sequence[Chunk], entities: Sequence[Sequence[Entity]]
+    chunks: Sequence[Chunk], entities: Sequence[Sequence[Entity]], nested: bool = False
 ) -> List[Entity]:
     """Doc-level entities from each chunk's entities (offsets are the chunk's word positions).
 
     A chunk keeps the entities that start in its core. One that runs into the cut end of its
     window yields to the next window's entity starting on the same token, which sees more of
-    it. Whatever still overlaps is resolved longest first.
+    it. Whatever still overlaps (`nested`: crosses, one inside the other is kept) is resolved
+    longest first.
     """
     doc_entities: List[List[Entity]] = [
         [Entity(chunk.tokens[e.start], chunk.tokens[e.end - 1] + 1, e.label, e.score) for e in spans]
@@ -98,14 +99,22 @@ def merge_chunk_entities(
                     kept.append(longer[0])
                     continue
             kept.append(entity)
-    return _without_overlaps(kept)
+    return _without_overlaps(kept, nested)
 
 
-def _without_overlaps(entities: Iterable[Entity]) -> List[Entity]:
-    taken: set = set()
-    result = []
-    for entity in sorted(set(entities), key=lambda e: (e.start - e.end, e.start)):
-        if not taken.intersection(range(entity.start, entity.end)):
+def _without_overlaps(entities: Iterable[Entity], nested: bool) -> List[Entity]:
+    result: List[Entity] = []
+    for entity in sorted(dict.fromkeys(entities), key=lambda e: (e.start - e.end, e.start)):
+        if not any(_clash(entity, other, nested) for other in result):
             result.append(entity)
-            taken.update(range(entity.start, entity.end))
-    return sorted(result, key=lambda e: e.start)
+    return sorted(result, key=lambda e: (e.start, -e.end))
+
+
+def _clash(a: Entity, b: Entity, nested: bool) -> bool:
+    """Whether two entities overlap (`nested`: cross, or are one span with one type twice)."""
+    if a.end <= b.start or b.end <= a.start:
+        return False
+    if not nested:
+        return True
+    inside = b.start <= a.start and a.end <= b.end or a.start <= b.start and b.end <= a.end
+    return not inside or (a.start, a.end, a.label) == (b.start, b.end, b.label)

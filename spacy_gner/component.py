@@ -3,10 +3,10 @@
 The component does the Doc-level work only: it cuts Docs into chunks that fit the generator
 (sentences, or overlapping windows), asks the generator for every chunk's tags, turns them
 into entity candidates with confidence scores, merges the chunks' candidates, and writes
-them to `doc.spans[spans_key]` (all candidates, with their scores) and `doc.ents` (those
-scoring at least `threshold`). The generator (see `spacy_gner.generators`) owns the model.
+them to `doc.spans[spans_key]` (all candidates, with their scores, nested ones included where
+the output format nests) and `doc.ents` (a flat selection of those scoring at least
+`threshold`). The generator (see `spacy_gner.generators`) owns the model.
 """
-import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,6 +23,7 @@ from spacy.util import SimpleFrozenList, minibatch
 
 from .calibration import Calibration
 from .chunking import Chunk, Entity, merge_chunk_entities, plan_chunks
+from .formats import entity_score
 from .generators import Generator, Loadable, Request, Result, Serializable
 from .output import bio_to_spans
 from .prompt import build_target
@@ -112,12 +113,6 @@ def normalize_descriptions(descriptions: Dict[str, str]) -> Dict[str, str]:
             raise ValueError(f"gner descriptions map type names to text, got {name!r}: {text!r}")
         normal[" ".join(name.split())] = " ".join(text.split())
     return normal
-
-
-def entity_score(probs: Sequence[float]) -> float:
-    """An entity's confidence from its words' tag probabilities: their product, the model's
-    probability of the entity's whole tag sequence given the words before it."""
-    return math.prod(probs)
 
 
 class GNER(Pipe):
@@ -263,22 +258,21 @@ class GNER(Pipe):
         results = iter(self.generator(requests) if requests else [])
         predictions = []
         for chunks, doc_requests in plans:
-            raw, chunk_entities = [], []
+            raw, chunk_entities, nested = [], [], False
             for chunk, request in zip(chunks, doc_requests):
                 result = self._checked(next(results), request)
-                chunk_entities.append([
-                    Entity(start, end, name, None if result.probs is None
-                           else entity_score(result.probs[start:end]))
-                    for start, end, name in bio_to_spans(result.tags)
-                ])
+                nested = nested or result.spans is not None
+                chunk_entities.append(_entities(result))
                 raw.append({
                     "start": chunk.tokens[0], "end": chunk.tokens[-1] + 1,
                     "output": result.text if result.text is not None
                     else build_target(request.words, result.tags),
                     "tags": list(result.tags),
                     "probs": None if result.probs is None else list(result.probs),
+                    **({} if result.spans is None else {"spans": [list(span) for span in result.spans]}),
                 })
-            predictions.append({"entities": merge_chunk_entities(chunks, chunk_entities), "raw": raw})
+            predictions.append({"entities": merge_chunk_entities(chunks, chunk_entities, nested),
+                                "raw": raw})
         return predictions
 
     def _checked(self, result: Result, request: Request) -> Result:
@@ -289,16 +283,19 @@ class GNER(Pipe):
             raise ValueError(f"{self.name}: the generator gave {len(result.tags)} tags for "
                              f"{len(request.words)} words: {request.words!r}")
         bad = [tag for k, tag in enumerate(result.tags) if tag not in request.allowed(k)]
+        bad += [span for span in result.spans or ()
+                if span[2] not in request.labels or not 0 <= span[0] < span[1] <= len(request.words)]
         if bad:
-            raise ValueError(f"{self.name}: the generator gave tags {bad!r}, which the request "
-                             f"does not allow (types {request.labels!r})")
+            raise ValueError(f"{self.name}: the generator gave tags or entities {bad!r}, which the "
+                             f"request does not allow (types {request.labels!r})")
         return result
 
     def set_annotations(self, docs: Iterable[Doc], predictions: List[Dict[str, Any]]) -> None:
         """Every candidate, with its score (calibrated where the component has a
         `calibration`; the model's own then in attrs["model_scores"]), in
         `doc.spans[spans_key]`; those scoring at least `threshold` (or unscored) in
-        `doc.ents`, by `set_ents_mode`."""
+        `doc.ents`, by `set_ents_mode`. Where candidates nest, `doc.ents` takes the
+        outermost (`spacy.util.filter_spans`: the longest of overlapping spans)."""
         labels = {name: label for label, name in self._labels.items()}
         calibrate = self.calibration
         for doc, prediction in zip(docs, predictions):
@@ -312,8 +309,8 @@ class GNER(Pipe):
             doc.spans[self.spans_key] = SpanGroup(
                 doc, name=self.spans_key, spans=candidates, attrs=attrs
             )
-            spans = [span for span, score in zip(candidates, scores)
-                     if score is None or score >= self.threshold]
+            spans = util.filter_spans([span for span, score in zip(candidates, scores)
+                                       if score is None or score >= self.threshold])
             if self.set_ents_mode in ("keep", "condition"):
                 spans = prioritize_existing_ents_filter(doc.ents, spans)
             elif self.set_ents_mode == "overwrite":
@@ -370,6 +367,15 @@ class GNER(Pipe):
             deserializers["model"] = lambda b: _from_directory_bytes(b, self.generator.from_disk)
         util.from_bytes(bytes_data, deserializers, exclude)
         return self
+
+
+def _entities(result: Result) -> List[Entity]:
+    """A chunk's entity candidates: a nesting format's scored entities, else the entities of
+    the tags, each scored by its words' tag probabilities (`entity_score`)."""
+    if result.spans is not None:
+        return [Entity(start, end, name, score) for start, end, name, score in result.spans]
+    return [Entity(start, end, name, None if result.probs is None else entity_score(result.probs[start:end]))
+            for start, end, name in bio_to_spans(result.tags)]
 
 
 def _directory_bytes(write: Callable[[Path], None]) -> bytes:

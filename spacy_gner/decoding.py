@@ -1,168 +1,115 @@
-"""Copy-aware decoding: the input words are forced, only their tags are chosen.
+"""Copy-aware decoding: the input words are forced, only their markup is chosen.
 
-A GNER output is a sequence of units, one per input word: `word(tag)` with a space before
-every word but the first. Fast tokenizers split text at spaces before merging, so each unit
-tokenizes on its own, and the output's tokens are the units' tokens one after another. Under
-the copy constraint the model may only choose, for each word in turn, among the units of its
-valid tags.
+What an output may be is a lattice of options (see `lattices`): per node, the pieces that may
+come next as token ids, e.g. a word's `word(tag)` units, or a word, an entity's opening or its
+closing. Under the copy constraint the model may only choose, token by token, among the
+options still consistent with the tokens written; the loop here knows nothing of formats.
 
-Draft and verify: the next tokens of the output are drafted with every remaining word tagged
-`O`, one forward pass (reusing the KV cache of the accepted prefix) scores the draft, the
-draft is accepted up to the first token where the model's best allowed token differs, that
-token is taken instead, and drafting starts again from there. The scores of the draft past
-that point are not wasted: they show which later words the model would tag as entities, and
-the next draft tags them so (Jacobi-style hints). The result is what greedy decoding
-restricted to the allowed tokens gives, in about one forward pass per entity instead of one
-per token; only the allowed tokens' rows of the output layer are computed.
+Draft and verify: the next tokens of the output are drafted by the likeliest options (the
+first at each node: no entity, unless hinted), one forward pass (reusing the KV cache of the
+accepted prefix) scores the draft, the draft is accepted up to the first token where the
+model's best allowed token differs, that token is taken instead, and drafting starts again
+from there. The scores of the draft past that point are not wasted: they show which options
+the model would take at later nodes, and the next draft takes them (Jacobi-style hints). The
+result is what greedy decoding restricted to the allowed tokens gives, in about one forward
+pass per entity instead of one per token; only the allowed tokens' rows of the output layer
+are computed.
 """
 import math
-from bisect import bisect_right
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoderCache
 
 from .compat import dynamic_cache, init_cache, layer_states, output_cache, uses_rope, with_cache
-from .generators import Request
-from .prompt import build_target
+from .lattices import Lattice, Option
 
-Units = List[Dict[str, Tuple[int, ...]]]  # per word: {tag: token ids of "word(tag)"}
 DRAFT_TOKENS = 16  # the tokens a pass drafts (see `draft_width`)
 
 
-def word_units(tokenizer: Any, request: Request) -> Optional[Units]:
-    """The token ids of every `word(tag)` unit of the request's output, for every tag the
-    word may take (`Request.allowed`: a fixed tag is the only one).
-
-    Cut from tokenizations of whole outputs (all words with one tag), so each unit is spelled
-    as in context. None when the tokenizer has no offsets or a token spans two words.
-    """
-    words = list(request.words)
-    if not words or not getattr(tokenizer, "is_fast", False):
-        return None
-    tags = request.tags
-    starts, offset = [], 0
-    for word in words:
-        starts.append(offset)
-        offset += len(word) + 1  # the space after it, before the next word
-    units: Units = [{} for _ in words]
-    texts = [build_target(words, [tag] * len(words)) for tag in tags]
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    for tag, text, ids, spans in zip(
-        tags, texts, encoded["input_ids"], encoded["offset_mapping"]
-    ):
-        unit_starts = [start + i * (len(tag) + 2) for i, start in enumerate(starts)]
-        pieces: List[List[int]] = [[] for _ in words]
-        for token, (begin, end) in zip(ids, spans):
-            k = bisect_right(unit_starts, max(begin, end - 1)) - 1
-            if k < 0 or (k > 0 and begin < unit_starts[k] - 1):
-                return None  # the token reaches back into the previous word's unit
-            pieces[k].append(token)
-        if any(not piece for piece in pieces):
-            return None
-        for unit, piece in zip(units, pieces):
-            unit[tag] = tuple(piece)
-    if request.fixed:
-        units = [{tag: unit[tag] for tag in request.allowed(k)} for k, unit in enumerate(units)]
-    return units
-
-
 class CopyState:
-    """Where one output stands: the word being written, the tokens of its unit written so
-    far, the tags still possible for it, the tags chosen before with their probabilities, and
-    hints: the tags the model favoured for later words when it last read them in a draft."""
+    """Where one output stands in its lattice: the node, the tokens of the current option
+    written so far, the options still possible, the options taken before (their actions)
+    with their probabilities, and hints: the options the model favoured at later nodes when
+    it last read them in a draft."""
 
-    def __init__(self, units: Units) -> None:
-        self.units = units
-        self.word = 0
+    def __init__(self, lattice: Lattice) -> None:
+        self.lattice = lattice
+        self.node: Hashable = lattice.start
+        self.options: List[Option] = lattice.options(self.node)
+        self.alive: List[int] = list(range(len(self.options)))
         self.position = 0
-        self.alive: List[str] = list(units[0]) if units else []
-        self.tags: List[str] = []
-        self.probs: List[float] = []  # per chosen tag: the model's probability of it
+        self.actions: List[Hashable] = []
+        self.probs: List[float] = []  # per option taken: the model's probability of it
         self.tokens: List[int] = []
-        self._logprob = 0.0  # of the current word's unit so far
-        self.hints: Dict[int, List[str]] = {}
-        self._plan: List[Tuple[int, str, int]] = []  # the last draft: (word, tag, start)
-        self._longest = [0] * (len(units) + 1)  # most tokens the units from word k on take
-        for k in range(len(units) - 1, -1, -1):
-            self._longest[k] = self._longest[k + 1] + max(map(len, units[k].values()))
+        self._logprob = 0.0  # of the current option so far
+        self.hints: Dict[Hashable, List[int]] = {}
+        self._plan: List[Tuple[Hashable, int, int]] = []  # the last draft: (node, option, start)
 
     @property
     def done(self) -> bool:
-        return self.word >= len(self.units)
+        return not self.options
 
     @property
     def remaining(self) -> int:
         """The most tokens the rest of the output may take."""
-        return self._longest[self.word] - self.position
+        return self.lattice.bound(self.node) - self.position
 
     def allowed(self) -> List[int]:
         """The tokens that may come next (none when the output is complete)."""
-        if self.done:
-            return []
-        unit = self.units[self.word]
-        return sorted({unit[tag][self.position] for tag in self.alive})
+        options, position = self.options, self.position
+        return sorted({options[i].tokens[position] for i in self.alive})
 
-    def guess(self, word: Optional[int] = None, previous: Optional[str] = None) -> str:
-        """The likeliest tag of a word (default: the current one) among those still possible
-        and hinted: O, else the type of the word before (an entity's next word), else the
-        first."""
-        word = self.word if word is None else word
-        candidates = self.alive if word == self.word else list(self.units[word])
-        hinted = [tag for tag in candidates if tag in self.hints.get(word, ())]
-        candidates = hinted or candidates
-        if "O" in candidates:
-            return "O"
-        if previous is None:
-            previous = self.tags[-1] if self.tags else "O"
-        for tag in (f"I-{previous[2:]}", f"B-{previous[2:]}"):
-            if tag in candidates:
-                return tag
-        return candidates[0]
+    def guess(self, node: Hashable, candidates: Sequence[int]) -> int:
+        """The option a draft takes at a node among `candidates`: the first hinted, else the
+        first (the lattice lists the options without a new entity first)."""
+        hinted = self.hints.get(node, ())
+        return next((i for i in candidates if i in hinted), candidates[0])
 
     def draft(self, limit: int) -> List[int]:
-        """At most `limit` tokens of the rest of the output: the current word finished with
-        its likeliest tag, every later word with its likeliest tag (O unless hinted)."""
+        """At most `limit` tokens of the rest of the output: at each node from here on, the
+        option `guess` takes."""
         self._plan = []
         tokens: List[int] = []
-        tag = None
-        for word in range(self.word, len(self.units)):
-            if len(tokens) >= limit:
-                break
-            tag = self.guess(word, tag)
-            skip = self.position if word == self.word else 0
-            self._plan.append((word, tag, len(tokens) - skip))
-            tokens.extend(self.units[word][tag][skip:])
+        node, candidates, skip = self.node, self.alive, self.position
+        while candidates and len(tokens) < limit:
+            choice = self.guess(node, candidates)
+            option = self.lattice.options(node)[choice]
+            self._plan.append((node, choice, len(tokens) - skip))
+            tokens.extend(option.tokens[skip:])
+            node, skip = option.next, 0
+            candidates = range(len(self.lattice.options(node)))  # type: ignore[assignment]
         return tokens[:limit]
 
     def step(self, token: int, logprob: float = 0.0) -> None:
         """Write the next token, whose log-probability among the allowed tokens is `logprob`."""
-        unit = self.units[self.word]
-        self.alive = [tag for tag in self.alive if unit[tag][self.position] == token]
+        options, position = self.options, self.position
+        self.alive = [i for i in self.alive if options[i].tokens[position] == token]
         if not self.alive:
             raise ValueError(f"token {token} is not allowed after {self.tokens}")
         self.tokens.append(token)
         self.position += 1
         self._logprob += logprob
-        finished = [tag for tag in self.alive if len(unit[tag]) == self.position]
-        if finished:
-            self.tags.append(finished[0])
+        finished = next((i for i in self.alive if len(options[i].tokens) == self.position), None)
+        if finished is not None:
+            option = options[finished]
+            self.actions.append(option.action)
             self.probs.append(math.exp(self._logprob))
             self._logprob = 0.0
-            self.hints.pop(self.word, None)
-            self.word += 1
-            self.position = 0
-            self.alive = list(self.units[self.word]) if not self.done else []
+            self.hints.pop(self.node, None)
+            self.node, self.position = option.next, 0
+            self.options = self.lattice.options(self.node)
+            self.alive = list(range(len(self.options)))
 
     def verify(self, draft: Sequence[int], scores: "Scores") -> int:
         """Take the draft up to the first token where the model's best allowed token differs
         and take that token instead (or, when the whole draft holds, one more token): the
         number of draft tokens accepted. Position k of `scores` scores draft token k; there
         is one position more than the draft. Where the draft was rejected, the scores
-        of the later words it held still give hints for their next draft."""
+        of the later nodes it held still give hints for their next draft."""
         for accepted, token in enumerate(draft):
             choice = scores.choose(accepted, self.allowed())
             self.step(*choice)
@@ -180,23 +127,23 @@ class CopyState:
             self.step(token, scores.logprob(position, self.allowed(), token))
 
     def _read_hints(self, scores: "Scores", rejected: int) -> None:
-        """For each drafted word after the rejected token: the tags consistent with the
-        model's choices along its drafted unit, up to where it left the draft."""
-        for word, tag, start in self._plan:
+        """For each drafted node after the rejected token: the options consistent with the
+        model's choices along its drafted option, up to where it left the draft."""
+        for node, choice, start in self._plan:
             if start <= rejected:
                 continue
-            tags, drafted = list(self.units[word]), self.units[word][tag]
-            for position, token in enumerate(drafted):
+            options = self.lattice.options(node)
+            kept = list(range(len(options)))
+            for position, token in enumerate(options[choice].tokens):
                 if start + position >= len(scores):
                     break
-                tags = [t for t in tags if len(self.units[word][t]) > position]
-                options = sorted({self.units[word][t][position] for t in tags})
-                choice = scores.best(start + position, options)
-                tags = [t for t in tags if self.units[word][t][position] == choice]
-                if choice != token:
+                kept = [i for i in kept if len(options[i].tokens) > position]
+                best = scores.best(start + position, sorted({options[i].tokens[position] for i in kept}))
+                kept = [i for i in kept if options[i].tokens[position] == best]
+                if best != token:
                     break
-            if len(tags) < len(self.units[word]):
-                self.hints[word] = tags
+            if len(kept) < len(options):
+                self.hints[node] = kept
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "torch.Tensor"]:
@@ -527,8 +474,9 @@ def draft_width(pending: Sequence[int], remaining: Sequence[int], draft: int) ->
     Every row is fed as many tokens as the widest (a row that drafts less is padded, and
     padding costs as much as drafting), so the width is chosen for the batch: one pending token
     and `draft` tokens, or wider where that takes at least half the rows' pending tokens at
-    once (a batch starting on its prompts), and no wider than any row still needs. A prompt
-    starting among rows that decode is read in pieces of that width.
+    once (a batch starting on its prompts), and no wider than any row still needs (`remaining`:
+    the tokens of its draft to its output's end). A prompt starting among rows that decode is
+    read in pieces of that width.
     """
     half = sorted(pending, reverse=True)[(len(pending) - 1) // 2]
     need = max(p + r for p, r in zip(pending, remaining))
@@ -661,15 +609,15 @@ class _Batch:
         self.pending = [pending[row] for row in going]
 
 
-def _vocabulary(units: Sequence[Units]) -> List[int]:
+def _vocabulary(lattices: Sequence[Lattice]) -> List[int]:
     """Every token an output under the copy constraint may hold."""
-    return sorted({t for row in units for unit in row for ids in unit.values() for t in ids})
+    return sorted(set().union(*(lattice.vocabulary for lattice in lattices)))
 
 
 def copy_decode(
     model: Any,
     prompts: Sequence[Sequence[int]],
-    units: Sequence[Units],
+    lattices: Sequence[Lattice],
     pad_id: int,
     draft_tokens: int = DRAFT_TOKENS,
     *,
@@ -677,32 +625,34 @@ def copy_decode(
     rows: Optional[int] = None,
 ) -> List[CopyState]:
     """Greedy decoding under the copy constraint, by draft and verify: for each prompt, the
-    finished CopyState with the tags chosen for its words and their probabilities. `prompts`
+    finished CopyState with the options taken (their actions) and their probabilities. `prompts`
     are token ids (causal models continue them, seq2seq models encode them), decoded `rows`
     at a time (default: all), in order (put the longest first); drafts are at most
     `draft_tokens` long. `prefixes` (decoder-only models): shared starts of prompts whose keys
     and values are known.
 
     Each pass feeds every row its pending tokens and a draft filling the pass's width (see
-    `draft_width`); rows keep their accepted tokens' keys and values, and a row whose output
+    `draft_width`: no wider than the longest draft to an output's end needs); rows keep their accepted tokens' keys and values, and a row whose output
     is complete leaves at once, for the next prompt where rows roll (see `_Batch`).
     """
-    states = [CopyState(u) for u in units]
+    states = [CopyState(lattice) for lattice in lattices]
     queue = deque(i for i, state in enumerate(states) if not state.done)
     if not queue:
         return states
-    capacity = max(len(prompts[i]) + output_length(units[i]) for i in queue)
-    with _decoding_mode(model, _vocabulary(units)) as columns:
+    capacity = max(len(prompts[i]) + lattices[i].bound(lattices[i].start) for i in queue)
+    with _decoding_mode(model, _vocabulary(lattices)) as columns:
         batch = _Batch(model, prompts, pad_id, prefixes, rows or len(queue), capacity)
         while True:
             batch.admit(queue)
             if not batch.active:
                 break
+            # each row's draft to its end: the pass is no wider than the longest still needs
+            ahead = [states[i].draft(states[i].remaining) for i in batch.active]
             width = draft_width([len(pending) for pending in batch.pending],
-                                [states[i].remaining for i in batch.active], draft_tokens)
+                                [len(tokens) for tokens in ahead], draft_tokens)
             takes = [min(len(pending), width) for pending in batch.pending]
-            drafts = [states[i].draft(width - take) if take == len(pending) else []
-                      for i, pending, take in zip(batch.active, batch.pending, takes)]
+            drafts = [tokens[: width - take] if take == len(pending) else []
+                      for tokens, pending, take in zip(ahead, batch.pending, takes)]
             logits = batch.forward(takes, drafts)
             fed: List[int] = []
             pending: List[Optional[List[int]]] = []
@@ -718,58 +668,57 @@ def copy_decode(
     return states
 
 
-def score_tags(
+def follow_outputs(
     model: Any,
     prompts: Sequence[Sequence[int]],
-    units: Sequence[Units],
-    tags: Sequence[Sequence[str]],
+    lattices: Sequence[Lattice],
+    outputs: Sequence[Sequence[int]],
     pad_id: int,
     *,
     prefixes: Sequence[SharedPrefix] = (),
-) -> List[List[float]]:
-    """The model's probability of each given tag under the copy constraint (normalised over
-    the allowed continuations, over all tokens of the tag), from one teacher-forced pass over
-    the outputs the tags spell: for outputs generated freely or by beam search."""
-    states = [CopyState(u) for u in units]
-    outputs = [[t for unit, tag in zip(row, row_tags) for t in unit[tag]]
-               for row, row_tags in zip(units, tags)]
+) -> List[CopyState]:
+    """The finished CopyStates of given outputs (token ids the lattices allow, e.g. from
+    `complete`), with the model's probability of each option taken under the copy constraint
+    (normalised over the allowed continuations, over all its tokens), from one teacher-forced
+    pass: for outputs generated freely or by beam search."""
+    states = [CopyState(lattice) for lattice in lattices]
     queue = deque(i for i, output in enumerate(outputs) if output)
     if queue:
-        with _decoding_mode(model, _vocabulary(units)) as columns:
+        with _decoding_mode(model, _vocabulary(lattices)) as columns:
             batch = _Batch(model, prompts, pad_id, prefixes, len(queue),
                            max(len(prompts[i]) + len(outputs[i]) for i in queue))
             batch.admit(queue)
             logits = batch.forward([len(p) for p in batch.pending], [outputs[i] for i in batch.active])
             for row, i in enumerate(batch.active):
                 states[i].follow(outputs[i], Scores(logits[row, : len(outputs[i])], columns))
-    return [state.probs for state in states]
+    return states
 
 
-def tags_of(units: Units, tokens: Sequence[int]) -> List[str]:
-    """The tags that an output's tokens spell under the copy constraint (tokens after the
-    last word are ignored); words it does not reach get their first allowed tag."""
-    state = CopyState(units)
+def complete(lattice: Lattice, tokens: Sequence[int]) -> List[int]:
+    """The output that `tokens` start, as far as the lattice allows them (tokens after the
+    end, or from the first one it does not allow on, are dropped), finished by the first
+    option at every node after."""
+    state = CopyState(lattice)
+    kept: List[int] = []
     for token in tokens:
-        if state.done:
+        if state.done or token not in state.allowed():
             break
-        try:
+        state.step(token)
+        kept.append(token)
+    while not state.done:
+        option = state.options[state.alive[0]]
+        for token in option.tokens[state.position :]:
             state.step(token)
-        except ValueError:  # a beam that beam search kept with a disallowed token
-            break
-    return state.tags + [next(iter(unit)) for unit in units[len(state.tags) :]]
+            kept.append(token)
+    return kept
 
 
-def output_length(units: Units) -> int:
-    """The most tokens an output under the copy constraint can take."""
-    return sum(max(len(tokens) for tokens in unit.values()) for unit in units)
-
-
-def copy_constraint(units: Sequence[Units], prefix_length: int, eos_id: int):
+def copy_constraint(lattices: Sequence[Lattice], prefix_length: int, eos_id: int):
     """A `prefix_allowed_tokens_fn` for `generate` (beam search) with the copy constraint:
-    the tokens after the first `prefix_length` of each sequence must spell its units, then end."""
+    the tokens after the first `prefix_length` of each sequence must follow its lattice, then end."""
 
     def allowed(batch_id: int, sequence: torch.Tensor) -> List[int]:
-        state = CopyState(units[batch_id])
+        state = CopyState(lattices[batch_id])
         try:
             for token in sequence[prefix_length:].tolist():
                 if state.done:

@@ -11,18 +11,21 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .formats import OutputFormat, WordTag, spans_to_bio
 from .generators import Request, Result, parse_output
+from .lattices import Lattice
 from .models import check_dtype, load_model, save_model
+from .output import bio_to_spans
 from .pipeline import resolve_model
-from .prompt import encode_prompt_start, encode_prompts
+from .prompt import build_prompt, encode_prompt_start, encode_prompts
 
 if TYPE_CHECKING:
-    from .decoding import SharedPrefix, Units
+    from .decoding import CopyState, SharedPrefix
 
 logger = logging.getLogger(__name__)
 PREFIXES_KEPT = 4  # label sets whose shared prompt prefix stays cached
 Types = Tuple[Tuple[str, ...], Tuple[Tuple[str, str], ...]]  # `Request.types`
-FREE_MARGIN = 8  # new tokens a free output may take beyond its words with their widest tags
+FREE_MARGIN = 8  # new tokens a free output may take beyond every word an entity of the widest type
 
 
 def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -> List[List[int]]:
@@ -49,13 +52,15 @@ class HFGenerator:
     max_batch_tokens: the most sequences, and the most padded tokens (input + new tokens,
     times beams), decoded together. max_length: the most output tokens of one request (longer
     chunks are split by the component, see `costs`). prompt_format: how decoder-only models get
-    the prompt ("inst", "chat_template", "plain"). copy_aware: force the input words and choose
-    only their tags (see `decoding`); otherwise outputs are generated freely and matched back
+    the prompt ("inst", "chat_template", "plain"). output_format: what the model writes (see
+    `formats`; GNER's word(tag) by default). copy_aware: force the input words and choose only
+    their markup (see `decoding`); otherwise outputs are generated freely and matched back
     onto the words, as the reference implementation does (requests with fixed tags, and greedy
     or beam search alike, are always decoded under the copy constraint where the tokenizer can
-    cut units). Decoder-only models compute the keys and values of the prompt part before the
-    sentence once per label set (`shared_prefixes`). Results carry each tag's probability:
-    from the decoding scores, or from one teacher-forced pass over freely generated outputs.
+    cut the output's pieces). Decoder-only models compute the keys and values of the prompt
+    part before the sentence once per label set (`shared_prefixes`). Results carry the
+    probabilities of the model's choices: from the decoding scores, or from one teacher-forced
+    pass over freely generated outputs.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class HFGenerator:
         max_length: int = 640,
         prompt_format: str = "inst",
         trust_remote_code: bool = False,
+        output_format: Optional[OutputFormat] = None,
     ) -> None:
         if min(batch_size, max_batch_tokens, num_beams, max_length) < 1:
             raise ValueError("batch_size, max_batch_tokens, num_beams and max_length must be positive")
@@ -84,6 +90,7 @@ class HFGenerator:
         self.max_length = max_length
         self.prompt_format = prompt_format
         self.trust_remote_code = trust_remote_code
+        self.output_format = output_format or WordTag()
         self._model: Any = None
         self._tokenizer: Any = None
         self._prefixes: "OrderedDict[Optional[Types], SharedPrefix]" = OrderedDict()
@@ -113,36 +120,43 @@ class HFGenerator:
         self.load()
         return self._tokenizer
 
+    def prompt(self, request: Request) -> str:
+        """A request's prompt in this generator's output format."""
+        return build_prompt(request.words, request.labels, dict(request.descriptions), self.output_format)
+
     def encode(self, prompts: Sequence[str]) -> List[List[int]]:
         """The token ids the model reads for prompts (see `encode_prompts`)."""
         seq2seq = self.model.config.is_encoder_decoder
         return encode_prompts(self.tokenizer, prompts, None if seq2seq else self.prompt_format)
 
     def costs(self, words: Sequence[str], labels: Sequence[str]) -> Tuple[List[int], int]:
-        """Each word's tokens in an output where it is tagged O, and `max_length`."""
+        """Each word's tokens in an output that marks no entity, and `max_length`."""
         if not words:
             return [], self.max_length
-        counts = self.tokenizer([f"{word}(O)" for word in words], add_special_tokens=False)
+        counts = self.tokenizer([self.output_format.cost_text(word) for word in words],
+                                add_special_tokens=False)
         return [max(1, len(ids)) for ids in counts["input_ids"]], self.max_length
 
     def __call__(self, requests: Sequence[Request]) -> List[Result]:
-        """One Result per request: its tags, their probabilities and, for free generation,
-        the generated text."""
-        from .decoding import word_units
-        prompts = self.encode([request.prompt for request in requests])
-        units = [word_units(self.tokenizer, request) for request in requests]
-        copied = [u is not None and (self.copy_aware or bool(r.fixed)) for r, u in zip(requests, units)]
-        new_tokens = [self._new_tokens(r, u, c) for r, u, c in zip(requests, units, copied)]
+        """One Result per request: the model's entities, its choices' probabilities and, for
+        free generation, the generated text."""
+        prompts = self.encode([self.prompt(request) for request in requests])
+        lattices = [self.output_format.lattice(self.tokenizer, request) for request in requests]
+        copied = [l is not None and (self.copy_aware or bool(r.fixed)) for r, l in zip(requests, lattices)]
+        new_tokens = [self._new_tokens(r, l, c) for r, l, c in zip(requests, lattices, copied)]
         costs = [(len(ids) + new) * self.num_beams for ids, new in zip(prompts, new_tokens)]
-        prefixes = self.shared_prefixes([r for r, u in zip(requests, units) if u])
+        prefixes = self.shared_prefixes([r for r, l in zip(requests, lattices) if l])
         results: List[Optional[Result]] = [None] * len(requests)
         greedy = [i for i in range(len(requests)) if copied[i] and self.num_beams == 1]
         if greedy:  # one rolling batch, longest first
+            from .decoding import copy_decode
+
             greedy.sort(key=lambda i: costs[i], reverse=True)
             rows = max(1, min(self.batch_size, self.max_batch_tokens // costs[greedy[0]]))
-            for i, result in zip(greedy, self._greedy([prompts[i] for i in greedy],
-                                                      [units[i] for i in greedy], prefixes, rows)):
-                results[i] = result
+            states = copy_decode(self.model, [prompts[i] for i in greedy], [lattices[i] for i in greedy],
+                                 self.tokenizer.pad_token_id, prefixes=prefixes, rows=rows)
+            for i, state in zip(greedy, states):
+                results[i] = self._result(requests[i], state)
         others = [i for i in range(len(requests)) if i not in set(greedy)]
         for batch in plan_batches([costs[i] for i in others], self.batch_size, self.max_batch_tokens):
             batch = [others[k] for k in batch]
@@ -150,22 +164,31 @@ class HFGenerator:
                                   ([i for i in batch if not copied[i]], self._free)):
                 if group:
                     decoded = decode([requests[i] for i in group], [prompts[i] for i in group],
-                                     [units[i] for i in group], [new_tokens[i] for i in group],
+                                     [lattices[i] for i in group], [new_tokens[i] for i in group],
                                      prefixes)
                     for i, result in zip(group, decoded):
                         results[i] = result
         return results  # type: ignore[return-value]
 
-    def _new_tokens(self, request: Request, units: Optional["Units"], copied: bool) -> int:
-        """The most new tokens a request's output may take: exact under the copy constraint
-        (and the end of sequence), else its words with their widest tags and a margin."""
-        from .decoding import output_length
-        if units:
-            return output_length(units) + (1 if copied else FREE_MARGIN)
-        widest = max(request.tags, key=len)
-        counts = self.tokenizer([f"{word}({widest})" for word in request.words] or [""],
-                                add_special_tokens=False)["input_ids"]
-        return sum(len(ids) + 1 for ids in counts) + FREE_MARGIN
+    def _result(self, request: Request, state: "CopyState", text: Optional[str] = None) -> Result:
+        """The Result of a finished lattice path: word(tag) gives tags and their probabilities,
+        nesting formats scored entities (and the output's text)."""
+        fmt = self.output_format
+        if not fmt.nests:
+            return Result(tuple(state.actions), tuple(state.probs), text)
+        spans = fmt.spans(state.actions, state.probs)
+        return Result(tuple(spans_to_bio(len(request.words), spans)), None,
+                      fmt.target(request.words, spans) if text is None else text, tuple(spans))
+
+    def _new_tokens(self, request: Request, lattice: Optional[Lattice], copied: bool) -> int:
+        """The most new tokens a request's output may take: a bound of its lattice (and the
+        end of sequence), else its words, each an entity of the widest type, and a margin."""
+        if lattice is not None:
+            return lattice.bound(lattice.start) + (1 if copied else FREE_MARGIN)
+        widest = max(request.labels, key=len) if request.labels else "O"
+        words = request.words
+        text = self.output_format.target(words, [(k, k + 1, widest) for k in range(len(words))])
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + len(words) + FREE_MARGIN
 
     def shared_prefixes(self, requests: Sequence[Request]) -> List["SharedPrefix"]:
         """The prompt prefixes whose keys and values decoding reuses for these requests
@@ -188,7 +211,7 @@ class HFGenerator:
             if key not in self._prefixes:
                 labels, descriptions = key or (None, ())
                 ids = encode_prompt_start(self.tokenizer, self.prompt_format, labels,
-                                          dict(descriptions))
+                                          dict(descriptions), self.output_format)
                 self._prefixes[key] = encode_prefix(self.model, ids)
             self._prefixes.move_to_end(key)
             prefixes.append(self._prefixes[key])
@@ -197,50 +220,48 @@ class HFGenerator:
             del self._prefixes[oldest]
         return prefixes  # this call may use more label sets than the cache keeps
 
-    def _greedy(self, prompts: List[List[int]], units: List["Units"],
-                prefixes: Sequence["SharedPrefix"], rows: int) -> List[Result]:
-        """Copy-aware greedy decoding, by draft and verify (`decoding.copy_decode`)."""
-        from .decoding import copy_decode
-
-        states = copy_decode(self.model, prompts, units, self.tokenizer.pad_token_id,
-                             prefixes=prefixes, rows=rows)
-        return [Result(tuple(s.tags), tuple(s.probs)) for s in states]
-
     def _beams(
-        self, requests: List[Request], prompts: List[List[int]], units: List["Units"],
+        self, requests: List[Request], prompts: List[List[int]], lattices: List[Lattice],
         new_tokens: List[int], prefixes: Sequence["SharedPrefix"],
     ) -> List[Result]:
-        """Beam search under the copy constraint, its tags then scored."""
-        from .decoding import copy_constraint, score_tags, tags_of
+        """Beam search under the copy constraint, its outputs then scored."""
+        from .decoding import complete, copy_constraint, follow_outputs
 
         start = 1 if self.model.config.is_encoder_decoder else max(len(ids) for ids in prompts)
-        constraint = copy_constraint(units, start, self.tokenizer.eos_token_id)
+        constraint = copy_constraint(lattices, start, self.tokenizer.eos_token_id)
         generated = self._generate(prompts, max(new_tokens), constraint)
-        tags = [tags_of(row_units, tokens) for row_units, tokens in zip(units, generated)]
-        probs = score_tags(self.model, prompts, units, tags, self.tokenizer.pad_token_id,
-                           prefixes=prefixes)
-        return [Result(tuple(t), tuple(p)) for t, p in zip(tags, probs)]
+        outputs = [complete(lattice, tokens) for lattice, tokens in zip(lattices, generated)]
+        states = follow_outputs(self.model, prompts, lattices, outputs,
+                                self.tokenizer.pad_token_id, prefixes=prefixes)
+        return [self._result(r, state) for r, state in zip(requests, states)]
 
     def _free(
-        self, requests: List[Request], prompts: List[List[int]], units: List[Optional["Units"]],
+        self, requests: List[Request], prompts: List[List[int]], lattices: List[Optional[Lattice]],
         new_tokens: List[int], prefixes: Sequence["SharedPrefix"],
     ) -> List[Result]:
         """Free generation, each output matched back onto its words (`parse_output`) and, where
-        the tokenizer cuts units, its tags scored by one teacher-forced pass."""
-        from .decoding import score_tags
+        the tokenizer cuts pieces, its entities scored by one teacher-forced pass over the
+        output that writes them."""
+        from .decoding import complete, follow_outputs
 
-        tokenizer = self.tokenizer
+        tokenizer, fmt = self.tokenizer, self.output_format
         generated = self._generate(prompts, max(new_tokens))
         texts = tokenizer.batch_decode(generated, skip_special_tokens=True,
                                        clean_up_tokenization_spaces=False)
-        results = [parse_output(r, text, tokenizer) for r, text in zip(requests, texts)]
-        scored = [k for k, u in enumerate(units) if u]
+        results = [parse_output(r, text, tokenizer, fmt) for r, text in zip(requests, texts)]
+        scored = [k for k, lattice in enumerate(lattices) if lattice is not None]
         if scored:
-            probs = score_tags(self.model, [prompts[k] for k in scored], [units[k] for k in scored],
-                               [results[k].tags for k in scored], tokenizer.pad_token_id,
-                               prefixes=prefixes)
-            for k, p in zip(scored, probs):
-                results[k] = Result(results[k].tags, tuple(p), results[k].text)
+            outputs = []
+            for k in scored:
+                spans = results[k].spans if results[k].spans is not None else bio_to_spans(results[k].tags)
+                target = fmt.target(requests[k].words, spans)
+                ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+                outputs.append(complete(lattices[k], ids))
+            states = follow_outputs(self.model, [prompts[k] for k in scored],
+                                    [lattices[k] for k in scored], outputs,
+                                    tokenizer.pad_token_id, prefixes=prefixes)
+            for k, state in zip(scored, states):
+                results[k] = self._result(requests[k], state, texts[k])
         return results
 
     def _generate(self, prompts: List[List[int]], max_new_tokens: int,

@@ -2,7 +2,8 @@
 
 A generator takes Requests (a chunk's words, the entity types, tags already fixed) and gives
 one Result per request: a tag per word, and, where the model gives them, the probability of
-each tag; the raw text when it generated freely. It owns its model, its tokenizer and its
+each tag; where its output format nests, every entity with its score; the raw text when it
+generated freely. It owns its model, its tokenizer and its
 token budget (`costs`). Generators are registered, versioned functions in the
 `gner_generators` registry (other packages add theirs through the `spacy_gner_generators`
 entry point group), named in a pipeline config as
@@ -19,8 +20,6 @@ from typing import Any, List, Literal, Optional, Protocol, Sequence, Tuple, Unio
 
 from spacy.util import registry
 
-from .matching import hierarchical_match
-from .output import extract
 from .prompt import build_prompt
 
 DEFAULT_MODEL = "dyyyyyyyy/GNER-T5-base"
@@ -46,6 +45,7 @@ class Request:
 
     @property
     def prompt(self) -> str:
+        """The prompt in GNER's word(tag) format (generators build their format's)."""
         return build_prompt(self.words, self.labels, dict(self.descriptions))
 
     @property
@@ -80,23 +80,56 @@ class Request:
         )
 
 
+    def enforce_spans(self, spans: Sequence[Sequence[Any]]) -> List[Tuple[int, int, str]]:
+        """Entities made valid for this request: of offered types, none on or around a word
+        with a fixed tag unless it is the entity that word's fixed tag names, and those
+        entities all there."""
+        valid = set(self.labels)
+        fixed = self.fixed or (None,) * len(self.words)
+        forced = {(start, end, label) for start, end, label in _bio_runs(fixed)}
+        kept = {(start, end, label) for start, end, label, *_ in spans
+                if label in valid and all(tag is None for tag in fixed[start:end])}
+        return sorted(kept | forced, key=lambda s: (s[0], -s[1], s[2]))
+
+
+def _bio_runs(tags: Sequence[Optional[str]]) -> List[Tuple[int, int, str]]:
+    """The entities that fixed B-/I- tags spell."""
+    runs: List[Tuple[int, int, str]] = []
+    for k, tag in enumerate(tags):
+        if tag and tag.startswith("B-"):
+            runs.append((k, k + 1, tag[2:]))
+        elif tag and tag.startswith("I-") and runs and runs[-1][1] == k:
+            runs[-1] = (runs[-1][0], k + 1, runs[-1][2])
+    return runs
+
+
 @dataclass(frozen=True)
 class Result:
-    """A generator's answer to one Request: a tag per word; per word the model's probability
-    of its tag (None where the generator has no scores); the generated text when the output
-    was generated freely and matched back onto the words (None when the words were forced)."""
+    """A generator's answer to one Request: a tag per word (the outermost entities where they
+    nest); per word the model's probability of its tag (None where the generator has no
+    scores, or gives `spans`); the output text where the generator has it (freely generated
+    text; formats other than word(tag)), else None; and, from formats that nest, every
+    entity as (start word, end word exclusive, type, score or None)."""
 
     tags: Tuple[str, ...]
     probs: Optional[Tuple[float, ...]] = None
     text: Optional[str] = None
+    spans: Optional[Tuple[Tuple[int, int, str, Optional[float]], ...]] = None
 
 
-def parse_output(request: Request, text: str, tokenizer: Any = None) -> Result:
-    """The Result of a freely generated output: its `word(tag)` pairs (`extract`) matched onto
-    the request's words (`hierarchical_match`, back-tokenizing with `tokenizer`), fixed tags
-    kept, and no tag that would extend a fixed entity."""
-    tags = hierarchical_match(request.words, *extract(text, request.labels), tokenizer)
-    return Result(request.enforce(tags), None, text)
+def parse_output(request: Request, text: str, tokenizer: Any = None, output_format: Any = None) -> Result:
+    """The Result of a freely generated output in `output_format` (default: word(tag)): its
+    entities matched onto the request's words (`hierarchical_match`, back-tokenizing with
+    `tokenizer`), fixed tags kept, and no entity that would extend a fixed one."""
+    from .formats import WordTag, spans_to_bio
+
+    fmt = output_format or WordTag()
+    if not fmt.nests:
+        tags = fmt.parse_tags(request.words, text, request.labels, tokenizer)
+        return Result(request.enforce(tags), None, text)
+    spans = request.enforce_spans(fmt.parse(request.words, text, request.labels, tokenizer))
+    return Result(tuple(spans_to_bio(len(request.words), spans)), None, text,
+                  tuple((start, end, label, None) for start, end, label in spans))
 
 
 @runtime_checkable
@@ -139,13 +172,16 @@ def make_hf_generator(
     max_length: int = 640,
     prompt_format: Literal["inst", "chat_template", "plain"] = "inst",
     trust_remote_code: bool = False,
+    output_format: Optional[Any] = None,
 ) -> Generator:
     """A Hugging Face seq2seq or causal model (Hub name, local directory, a saved pipeline's
-    directory, or "smollm2"), loaded on first use; see `spacy_gner.generation.HFGenerator`."""
+    directory, or "smollm2"), loaded on first use, writing `output_format` (a `gner_formats`
+    block; default `spacy-gner.WordTag.v1`); see `spacy_gner.generation.HFGenerator`."""
     from .generation import HFGenerator
 
     return HFGenerator(
         model, device=device, dtype=dtype, batch_size=batch_size,
         max_batch_tokens=max_batch_tokens, num_beams=num_beams, copy_aware=copy_aware,
         max_length=max_length, prompt_format=prompt_format, trust_remote_code=trust_remote_code,
+        output_format=output_format,
     )

@@ -119,6 +119,20 @@ def pair_gaps(match: List[int], forms: Forms, targets: Sequence[str]) -> List[in
     return paired
 
 
+def align(words: Sequence[str], pred_words: Sequence[str], tokenizer: Any = None) -> List[int]:
+    """For each input word, the index of the predicted word matched to it (-1: none), by the
+    cheapest level that matches: the same words, an in-order subsequence, or an LCS with
+    respellings paired."""
+    targets = [word.lower() for word in pred_words]
+    forms = _word_forms(words, tokenizer)
+    if len(forms) == len(targets) and all(t in f for f, t in zip(forms, targets)):
+        return list(range(len(targets)))
+    match = match_subsequence(forms, targets)
+    if match is None:
+        match = pair_gaps(match_lcs(forms, targets), forms, targets)
+    return match
+
+
 def hierarchical_match(
     words: Sequence[str],
     pred_words: Sequence[str],
@@ -128,11 +142,4 @@ def hierarchical_match(
     """One tag per input word, taken from the predicted words matched to it ("O" if none)."""
     if len(pred_words) != len(pred_tags):
         raise ValueError(f"{len(pred_words)} predicted words but {len(pred_tags)} tags")
-    targets = [word.lower() for word in pred_words]
-    forms = _word_forms(words, tokenizer)
-    if len(forms) == len(targets) and all(t in f for f, t in zip(forms, targets)):
-        return list(pred_tags)
-    match = match_subsequence(forms, targets)
-    if match is None:
-        match = pair_gaps(match_lcs(forms, targets), forms, targets)
-    return [pred_tags[j] if j >= 0 else "O" for j in match]
+    return [pred_tags[j] if j >= 0 else "O" for j in align(words, pred_words, tokenizer)]

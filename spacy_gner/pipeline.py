@@ -13,8 +13,10 @@ from spacy.language import Language
 from spacy.util import load_config
 
 from .component import DEFAULT_CONFIG, GNER, Labels
+from .formats import FORMATS, get_format
 from .generators import make_hf_generator
 
+HF_GENERATOR = "spacy-gner.HFGenerator.v1"
 # The settings of the default generator, spacy-gner.HFGenerator.v1, besides its model.
 GENERATOR_SETTINGS = tuple(name for name in inspect.signature(make_hf_generator).parameters
                            if name != "model")
@@ -65,6 +67,22 @@ def resolve_model(name: Union[str, Path]) -> str:
     return str(model)
 
 
+def format_config(output_format: Union[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The generator config block of an output format named by its short name (word_tag,
+    bracket, xml) or registered name (`spacy-gner.InlineBracket.v1`): `{"@gner_formats":
+    <registered name>}`; a block (a dict) is taken as it is. An unknown name is a ValueError."""
+    if isinstance(output_format, dict):
+        return output_format
+    found = get_format(output_format)
+    return {"@gner_formats": found.name if output_format in FORMATS else output_format}
+
+
+def _hf_setting(key: str, value: Any) -> Any:
+    """An HFGenerator setting's config value: a block for `output_format` (`format_config`),
+    others as they are."""
+    return format_config(value) if key == "output_format" else value
+
+
 def _gner_names(config: Dict[str, Any]) -> List[str]:
     return [name for name, component in config.get("components", {}).items()
             if component.get("factory") == "gner"]
@@ -81,13 +99,14 @@ def load_pipeline(
 
     `settings` that are not None replace the gner component's own: its config keys
     (`store_raw=True`, `threshold=0.5`, ...) and its generator's (`device="cpu"`,
-    `prompt_format="plain"`, ...; see `spacy-gner.HFGenerator.v1`), routed to the generator
-    block. A saved pipeline directory (config.cfg) loads as it is, with its own components and
-    sentence boundaries, and only what is given here replaces its gner components' settings
-    and `labels`. Anything else (a model directory, Hub name or "smollm2", see `resolve_model`)
-    becomes a gner component on an HFGenerator with `labels` and the settings, added to `base`
-    (a pipeline name or directory) or to a blank English pipeline with a sentencizer; its model
-    loads on first use.
+    `prompt_format="plain"`, `output_format="bracket"`, ...; see `spacy-gner.HFGenerator.v1`),
+    routed to the generator block; an HFGenerator's `output_format` is a format's short or
+    registered name (see `format_config`). A saved pipeline directory (config.cfg) loads as
+    it is, with its own components and sentence boundaries, and only what is given here
+    replaces its gner components' settings and `labels`. Anything else (a model directory, Hub
+    name or "smollm2", see `resolve_model`) becomes a gner component on an HFGenerator with
+    `labels` and the settings, added to `base` (a pipeline name or directory) or to a blank
+    English pipeline with a sentencizer; its model loads on first use.
     """
     settings = {key: value for key, value in settings.items() if value is not None}
     unknown = sorted(set(settings) - set(DEFAULT_CONFIG) - set(GENERATOR_SETTINGS))
@@ -107,7 +126,8 @@ def load_pipeline(
     else:
         nlp = spacy.blank("en")
         nlp.add_pipe("sentencizer")
-    generator = {key: settings.pop(key) for key in GENERATOR_SETTINGS if key in settings}
+    generator = {key: _hf_setting(key, settings.pop(key)) for key in GENERATOR_SETTINGS
+                 if key in settings}
     config: Dict[str, Any] = {"generator": {"model": resolve_model(model), **generator}, **settings}
     if labels is not None:
         config["labels"] = labels
@@ -117,7 +137,8 @@ def load_pipeline(
 
 def saved_overrides(pipeline_dir: Path, settings: Dict[str, Any]) -> Dict[str, Any]:
     """Config overrides that give a saved pipeline's gner components `settings`; a generator
-    setting its generator block does not have (a custom generator) is an error, not ignored."""
+    setting its generator block does not have (a custom generator; an HFGenerator takes them
+    all) is an error, not ignored."""
     config = load_config(pipeline_dir / "config.cfg", interpolate=False)
     names = _gner_names(config)
     if not names:
@@ -127,11 +148,12 @@ def saved_overrides(pipeline_dir: Path, settings: Dict[str, Any]) -> Dict[str, A
     overrides = {}
     for name in names:
         generator = config["components"][name].get("generator", {})
+        hf = generator.get("@gner_generators") == HF_GENERATOR
         for key, value in settings.items():
             if key not in GENERATOR_SETTINGS:
                 overrides[f"components.{name}.{key}"] = value
-            elif key in generator:
-                overrides[f"components.{name}.generator.{key}"] = value
+            elif key in generator or hf:
+                overrides[f"components.{name}.generator.{key}"] = _hf_setting(key, value) if hf else value
             else:
                 raise ValueError(f"the generator of {name!r} in {str(pipeline_dir)!r} "
                                  f"({generator.get('@gner_generators')}) takes no {key!r}")

@@ -1,4 +1,5 @@
-"""The GNER instruction prompt and target strings, byte-identical to the reference."""
+"""The instruction prompt (GNER's, byte-identical to the reference, or an output format's) and
+GNER's word(tag) target strings."""
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 INSTRUCTION = (
@@ -14,20 +15,26 @@ PROMPT_FORMATS = ("inst", "chat_template", "plain")
 
 
 def build_prompt(
-    words: Sequence[str], labels: Iterable[str], descriptions: Optional[Mapping[str, str]] = None
+    words: Sequence[str],
+    labels: Iterable[str],
+    descriptions: Optional[Mapping[str, str]] = None,
+    output_format: Any = None,
 ) -> str:
-    """The GNER instruction for one sentence: the task, the entity types, the words.
+    """The instruction for one sentence: the task, the entity types, the words.
 
-    `descriptions` ({type: short description}) adds a line `- type: description` for each
-    offered type that has one, after the types; with none the prompt is the reference's."""
+    `output_format` (see `formats`; default GNER's word(tag), the reference's prompt) gives
+    the task's instruction and the line naming the types. `descriptions` ({type: short
+    description}) adds a line `- type: description` for each offered type that has one, after
+    the types; with none the prompt is the reference's."""
     labels = list(labels)
     described = [f"- {label}: {descriptions[label]}\n" for label in labels
                  if descriptions and descriptions.get(label)]
     meanings = f"The tags mean:\n{''.join(described)}" if described else ""
-    return (
-        f"{INSTRUCTION}\nUse the specific entity tags: {', '.join(labels)} and O.\n"
-        f"{meanings}Sentence: {' '.join(words)}"
-    )
+    if output_format is None:
+        instruction, types = INSTRUCTION, f"Use the specific entity tags: {', '.join(labels)} and O.\n"
+    else:
+        instruction, types = output_format.instruction, output_format.types_line(labels)
+    return f"{instruction}\n{types}{meanings}Sentence: {' '.join(words)}"
 
 
 def build_target(words: Sequence[str], tags: Sequence[str]) -> str:
@@ -78,14 +85,15 @@ def encode_prompt_start(
     prompt_format: str,
     labels: Optional[Sequence[str]] = None,
     descriptions: Optional[Mapping[str, str]] = None,
+    output_format: Any = None,
 ) -> List[int]:
     """The token ids that a decoder-only model's prompts start with: everything before the
     sentence for these `labels` (and `descriptions`) or, without labels, everything before the
     label list (the same for every label set). Tokenized alone, so its last token may differ
     from the prompts' (see `decoding.SharedPrefix.common_length`)."""
     marker = "\u2063\u2063"  # invisible separators: no prompt holds them
-    prompt = (build_prompt([marker], labels, descriptions) if labels is not None
-              else build_prompt(["."], [marker]))
+    prompt = (build_prompt([marker], labels, descriptions, output_format) if labels is not None
+              else build_prompt(["."], [marker], None, output_format))
     text = format_prompt(prompt, prompt_format, tokenizer)
     start = text[: text.index(marker)].rstrip(" ")
     return tokenizer(start, add_special_tokens=prompt_format != "chat_template")["input_ids"]

@@ -80,22 +80,34 @@ def doc_record(doc: Doc, fields: Optional[Dict[str, Any]] = None, text_field: st
                spans_key: Optional[str] = None) -> Dict[str, Any]:
     """The JSON form of an annotated Doc: its text (under `text_field`), the input's other
     `fields`, and `ents` with character offsets, label and text, and each entity's `score`
-    where the Doc has scored spans in `doc.spans[spans_key]` (attrs["scores"]; None: unscored)."""
-    scores: Dict[Tuple[int, int, str], float] = {}
-    if spans_key and spans_key in doc.spans:
-        group = doc.spans[spans_key]
-        values = group.attrs.get("scores")
-        if values is not None:
-            scores = {(s.start, s.end, s.label_): float(v)
-                      for s, v in zip(group, values) if v is not None}
-    ents = []
-    for ent in doc.ents:
-        entity = {"start": ent.start_char, "end": ent.end_char, "label": ent.label_, "text": ent.text}
-        score = scores.get((ent.start, ent.end, ent.label_))
-        if score is not None:
-            entity["score"] = score
-        ents.append(entity)
-    return {text_field: doc.text, **(fields or {}), "ents": ents}
+    where the Doc has scored spans in `doc.spans[spans_key]` (attrs["scores"]; None: unscored).
+    Where those spans nest (an output format that nests), all of them go in `spans` too."""
+    group = doc.spans[spans_key] if spans_key and spans_key in doc.spans else []
+    values = getattr(group, "attrs", {}).get("scores") or [None] * len(group)
+    scores = {(s.start, s.end, s.label_): float(v) for s, v in zip(group, values) if v is not None}
+    record = {text_field: doc.text, **(fields or {}),
+              "ents": [_entity(ent, scores) for ent in doc.ents]}
+    if _overlap(group):
+        record["spans"] = [_entity(span, scores) for span in group]
+    return record
+
+
+def _overlap(spans: Any) -> bool:
+    """Whether two of the spans share a token."""
+    end = -1
+    for span in sorted(spans, key=lambda s: (s.start, s.end)):
+        if span.start < end:
+            return True
+        end = max(end, span.end)
+    return False
+
+
+def _entity(span: Any, scores: Dict[Tuple[int, int, str], float]) -> Dict[str, Any]:
+    entity = {"start": span.start_char, "end": span.end_char, "label": span.label_, "text": span.text}
+    score = scores.get((span.start, span.end, span.label_))
+    if score is not None:
+        entity["score"] = score
+    return entity
 
 
 def shard_data(docs: Iterable[Tuple[Doc, Dict[str, Any]]], fmt: str, text_field: str = "text",

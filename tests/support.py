@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Set
 
 from spacy.util import registry
 
+from spacy_gner.formats import get_format
 from spacy_gner.generators import Request, Result, parse_output
 from spacy_gner.prompt import INSTRUCTION, build_prompt, build_target
 
@@ -30,8 +31,10 @@ class ScriptedGenerator:
     """
 
     def __init__(self, responses: Dict[str, str], gazetteer: Dict[str, str],
-                 prob: Optional[float], max_length: int, delay: float = 0.0) -> None:
+                 prob: Optional[float], max_length: int, delay: float = 0.0,
+                 output_format: str = "word_tag") -> None:
         self.responses = responses
+        self.output_format = get_format(output_format)  # the responses' format
         self.gazetteer = {tuple(k.split()): v for k, v in gazetteer.items()}
         self.prob = prob
         self.max_length = max_length
@@ -64,7 +67,7 @@ class ScriptedGenerator:
         for request in requests:
             sentence = " ".join(request.words)
             if sentence in self.responses:
-                results.append(parse_output(request, self.responses[sentence]))
+                results.append(parse_output(request, self.responses[sentence], None, self.output_format))
                 continue
             tags = request.enforce(self.label(list(request.words)))
             fixed = request.fixed or (None,) * len(tags)
@@ -76,14 +79,16 @@ class ScriptedGenerator:
 @registry.gner_generators("spacy-gner.test.ScriptedGenerator.v1")
 def make_scripted_generator(
     responses: Dict[str, str] = {}, gazetteer: Dict[str, str] = {}, prob: Optional[float] = 0.9,
-    max_length: int = 640, delay: float = 0.0,
+    max_length: int = 640, delay: float = 0.0, output_format: str = "word_tag",
 ) -> ScriptedGenerator:
-    return ScriptedGenerator(responses, gazetteer, prob, max_length, delay)
+    return ScriptedGenerator(responses, gazetteer, prob, max_length, delay, output_format)
 
 
 def scripted_config(responses: Optional[Dict[str, str]] = None, max_length: int = 640,
-                    prob: Optional[float] = 0.9, delay: float = 0.0, **gazetteer: str) -> dict:
+                    prob: Optional[float] = 0.9, delay: float = 0.0, output_format: str = "word_tag",
+                    **gazetteer: str) -> dict:
     return {
+        "output_format": output_format,
         "@gner_generators": "spacy-gner.test.ScriptedGenerator.v1",
         "responses": responses or {},
         "gazetteer": {k.replace("_", " "): v for k, v in gazetteer.items()},
@@ -98,7 +103,7 @@ def scripted_config(responses: Optional[Dict[str, str]] = None, max_length: int 
 INSTRUCTION_CORPUS = [INSTRUCTION, build_prompt(TRAIN_WORDS, LABELS),
                       build_target(TRAIN_WORDS, TRAIN_TAGS),
                       "[INST] [/INST] abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ "
-                      "0123456789 ()-,.:'"] * 20
+                      "0123456789 ()-,.:'[]|<>/"] * 20
 
 
 def train_tokenizer(directory: Path, kind: str):

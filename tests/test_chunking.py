@@ -65,3 +65,14 @@ def test_merge_resolves_overlaps_longest_first():
     assert (chunks[1].core_start, chunks[1].core_end) == (8, 14)
     spans = [[Entity(2, 4, "x"), Entity(3, 6, "y")], [Entity(0, 3, "outside core"), Entity(2, 5, "z")], []]
     assert merge_chunk_entities(chunks, spans) == [Entity(3, 6, "y"), Entity(8, 11, "z")]
+
+
+def test_merge_keeps_nested_entities_and_drops_crossing_ones_longest_first():
+    doc = _doc([f"w{i}" for i in range(8)])
+    chunks = plan_chunks(doc, [1] * 8, budget=100, overlap=4)
+    spans = [[Entity(0, 4, "org"), Entity(1, 2, "person"), Entity(1, 2, "person", 0.3),
+              Entity(3, 6, "crossing"), Entity(5, 7, "loc"), Entity(5, 7, "gpe")]]
+    assert merge_chunk_entities(chunks, spans, nested=True) == [
+        Entity(0, 4, "org"), Entity(1, 2, "person"), Entity(5, 7, "loc"), Entity(5, 7, "gpe")]
+    # flat: of two entities on the same words, the one found first, whatever the process
+    assert merge_chunk_entities(chunks, spans) == [Entity(0, 4, "org"), Entity(5, 7, "loc")]

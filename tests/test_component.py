@@ -18,10 +18,11 @@ def _ents(doc):
     return [(e.text, e.label_) for e in doc.ents]
 
 
-def _nlp(labels=LABELS, responses=None, pipeline=None, max_length=640, prob=0.9, **config):
+def _nlp(labels=LABELS, responses=None, pipeline=None, max_length=640, prob=0.9,
+         generator_format="word_tag", **config):
     nlp = pipeline or spacy.blank("en")
-    generator = scripted_config(responses, max_length, prob, John="person", Mary="person",
-                                Tokyo="location", New_York="location", Rome="location")
+    generator = scripted_config(responses, max_length, prob, output_format=generator_format, John="person",
+                                Mary="person", Tokyo="location", New_York="location", Rome="location")
     nlp.add_pipe("gner", config={"labels": labels, "generator": generator, **config})
     return nlp
 
@@ -371,3 +372,34 @@ def test_descriptions_reach_the_prompt_of_the_types_offered():
     assert "The tags mean:\n- location: a place on a map\nSentence: Mary visited Rome" in request.prompt
     with pytest.raises(ValueError, match="descriptions map type names to text"):
         _nlp(descriptions={"location": "  "})
+
+
+NESTED_TEXT = "the Bush administration met in New York"
+
+
+def test_nested_candidates_all_go_to_the_spans_group_and_the_outermost_to_the_ents():
+    response = "[ the [ Bush | person ] administration | organization ] met in [ New York | location ]"
+    nlp = _nlp(labels=["organization", "person", "location"], responses={NESTED_TEXT: response},
+               generator_format="bracket")
+    doc = nlp(NESTED_TEXT)
+    group = doc.spans["gner"]
+    assert [(s.text, s.label_) for s in group] == [
+        ("the Bush administration", "organization"), ("Bush", "person"), ("New York", "location")]
+    assert group.attrs["scores"] == [None, None, None]  # parsed text: unscored
+    assert _ents(doc) == [("the Bush administration", "organization"), ("New York", "location")]
+    nlp.get_pipe("gner").store_raw = True
+    raw = nlp(NESTED_TEXT).user_data["gner_raw"][0]
+    assert raw["output"] == response and [s[:3] for s in raw["spans"]] == [
+        [0, 3, "organization"], [1, 2, "person"], [5, 7, "location"]]
+
+
+def test_an_entity_ruler_conditions_a_nesting_format():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "location", "pattern": "York"}])
+    response = "[ the [ Bush | person ] administration | organization ] met in [ New York | location ]"
+    _nlp(pipeline=nlp, labels=["organization", "person", "location"], responses={NESTED_TEXT: response},
+         generator_format="bracket", set_ents_mode="condition")
+    doc = nlp(NESTED_TEXT)
+    # the fixed 'York' stays as it is: 'New York', which holds it, is dropped
+    assert _ents(doc) == [("the Bush administration", "organization"), ("York", "location")]
+    assert ("New York", "location") not in [(s.text, s.label_) for s in doc.spans["gner"]]

@@ -1,4 +1,5 @@
-"""Copy-aware decoding: units, the constraint, and exactness against constrained greedy search."""
+"""Copy-aware decoding for every output format: lattices, the constraint, and exactness
+against constrained greedy search."""
 import random
 
 import pytest
@@ -8,16 +9,19 @@ from support import LABELS, random_model, train_tokenizer
 from spacy_gner.decoding import (
     CopyState,
     Scores,
+    complete,
     copy_constraint,
     copy_decode,
     encode_prefix,
+    follow_outputs,
     pad,
-    score_tags,
-    word_units,
     _InPlaceRows,
 )
+from spacy_gner.formats import InlineBracket, InlineXML, WordTag
 from spacy_gner.generators import Request
-from spacy_gner.prompt import build_target, encode_prompt_start, encode_prompts, format_prompt
+from spacy_gner.lattices import InlineLattice, TagLattice
+from spacy_gner.output import bio_to_spans
+from spacy_gner.prompt import build_prompt, encode_prompt_start, encode_prompts, format_prompt
 
 SENTENCES = [
     "John explored Tokyo and flew back to New York .".split(),
@@ -25,47 +29,119 @@ SENTENCES = [
     ["Mary"],
     "the wet wet wet song by Wet Wet Wet".split(),
 ]
+FORMATS = [WordTag(), InlineBracket(), InlineXML()]
+FORMAT_IDS = ["word_tag", "bracket", "xml"]
 
 
-def _random_tags(request, rng):
-    return [rng.choice(request.tags) for _ in request.words]
+def _random_spans(length, labels, rng, nests):
+    """Random entities over `length` words: flat, or nested at most two deep."""
+    spans = []
+    k = 0
+    while k < length:
+        end = min(length, k + rng.choice([1, 1, 2, 3]))
+        if rng.random() < 0.4:
+            spans.append((k, end, rng.choice(labels)))
+            if nests and end - k > 1 and rng.random() < 0.5:
+                inner = rng.randrange(k, end)
+                spans.append((inner, inner + 1, rng.choice(labels)))
+        k = end
+    return sorted(set(spans))
 
 
+def _prompt(fmt, request):
+    return build_prompt(request.words, request.labels, None, fmt)
+
+
+def _lattices(fmt, tokenizer, requests):
+    return [fmt.lattice(tokenizer, request) for request in requests]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("words", SENTENCES)
-def test_units_concatenate_to_the_tokenization_of_any_output(tokenizer, words):
-    request = Request(tuple(words), ("person", "location (city)", "band"))
-    units = word_units(tokenizer, request)
-    assert units is not None and len(units) == len(words)
+def test_lattice_paths_are_the_tokenization_of_any_output(tokenizer, fmt, words):
+    labels = ("person", "location (city)", "band")
+    lattice = fmt.lattice(tokenizer, Request(tuple(words), labels))
+    assert lattice is not None
     rng = random.Random(0)
     for _ in range(20):
-        tags = _random_tags(request, rng)
-        expected = tokenizer(build_target(words, tags), add_special_tokens=False)["input_ids"]
-        assert [t for unit, tag in zip(units, tags) for t in unit[tag]] == expected
+        spans = _random_spans(len(words), labels, rng, fmt.nests)
+        expected = tokenizer(fmt.target(words, spans), add_special_tokens=False)["input_ids"]
+        assert complete(lattice, expected) == expected
+        state = CopyState(lattice)
+        for token in expected:
+            state.step(token)
+        assert state.done
+        found = [span[:3] for span in fmt.spans(state.actions, state.probs)]
+        assert sorted(found) == sorted(spans if fmt.nests else bio_to_spans(
+            [tag for tag in state.actions]))
 
 
-def test_no_units_for_slow_tokenizers_or_empty_requests(tokenizer):
-    assert word_units(tokenizer, Request((), ("x",))) is None
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_no_lattice_for_slow_tokenizers_or_empty_requests(tokenizer, fmt):
+    assert fmt.lattice(tokenizer, Request((), ("x",))) is None
 
     class Slow:
         is_fast = False
 
-    assert word_units(Slow(), Request(("a",), ("x",))) is None
+    assert fmt.lattice(Slow(), Request(("a",), ("x",))) is None
 
 
-def test_copy_state_walks_the_units():
+def _tags(units):
+    """A TagLattice of units given in order of their tags."""
+    return TagLattice(units)
+
+
+def test_copy_state_walks_the_lattice():
     units = [{"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5)}, {"O": (6,), "B-x": (7,), "I-x": (8,)}]
-    state = CopyState(units)
+    state = CopyState(_tags(units))
     assert state.allowed() == [1] and state.draft(10) == [1, 2, 6]
     state.step(1)
     assert state.allowed() == [2, 3]
     state.step(3)
     assert state.allowed() == [4, 5] and state.draft(10) == [4, 6]
     state.step(5)
-    assert state.tags == ["I-x"] and state.allowed() == [6, 7, 8]
+    assert state.actions == ["I-x"] and state.allowed() == [6, 7, 8]
     state.step(7)
-    assert state.done and state.tags == ["I-x", "B-x"] and state.allowed() == []
+    assert state.done and state.actions == ["I-x", "B-x"] and state.allowed() == []
     with pytest.raises(ValueError):
-        CopyState(units).step(9)
+        CopyState(_tags(units)).step(9)
+
+
+def test_inline_lattice_opens_closes_and_nests_no_deeper_than_its_depth():
+    # words 1, 2; opening 10; closings 20 (type a) and 21 (type b), named on closing
+    lattice = InlineLattice([(1,), (2,)], {None: (10,)}, {"a": (20,), "b": (21,)}, depth=1)
+    state = CopyState(lattice)
+    assert state.allowed() == [1, 10]
+    state.step(10)
+    assert state.allowed() == [1]  # no empty entity, no second level
+    state.step(1)
+    assert state.allowed() == [2, 20, 21]
+    state.step(2)
+    assert state.allowed() == [20, 21]  # the output may not end with an entity open
+    state.step(21)
+    assert state.done and [s[:3] for s in lattice_spans(state)] == [(0, 2, "b")]
+
+
+def lattice_spans(state):
+    return InlineBracket().spans(state.actions, state.probs)
+
+
+def test_inline_lattice_forces_fixed_entities_and_keeps_fixed_o_words_outside():
+    opens = {"a": (10,), "b": (11,)}
+    closes = {"a": (20,), "b": (21,)}
+    lattice = InlineLattice([(1,), (2,), (3,)], opens, closes, depth=2, fixed=("B-b", "I-b", "O"))
+    state = CopyState(lattice)
+    assert state.allowed() == [11]  # the fixed entity opens, as its type, nothing around it
+    state.step(11)
+    assert state.allowed() == [1]
+    state.step(1)
+    assert state.allowed() == [2]  # no closing inside it, no entity inside it
+    state.step(2)
+    assert state.allowed() == [21]
+    state.step(21)
+    assert state.allowed() == [3]  # an O word is in no entity
+    state.step(3)
+    assert state.done
 
 
 def _random_model(directory, kind):
@@ -74,45 +150,49 @@ def _random_model(directory, kind):
     return random_model(tokenizer, kind, width=32, seed=1), tokenizer
 
 
-def _constrained_greedy(model, tokenizer, prompt_ids, units):
+def _constrained_greedy(model, tokenizer, prompt_ids, lattice):
     """The reference: step-by-step greedy `generate`, masked to the allowed tokens."""
     seq2seq = model.config.is_encoder_decoder
-    constraint = copy_constraint([units], 1 if seq2seq else len(prompt_ids), tokenizer.eos_token_id)
-    n_tokens = sum(max(map(len, unit.values())) for unit in units)
-    output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=n_tokens * 3 + 2, do_sample=False,
-                            prefix_allowed_tokens_fn=constraint, pad_token_id=tokenizer.pad_token_id)
-    state = CopyState(units)
+    constraint = copy_constraint([lattice], 1 if seq2seq else len(prompt_ids), tokenizer.eos_token_id)
+    output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=lattice.bound(lattice.start) + 2,
+                            do_sample=False, prefix_allowed_tokens_fn=constraint,
+                            pad_token_id=tokenizer.pad_token_id)
+    state = CopyState(lattice)
     for token in output[0, 1 if seq2seq else len(prompt_ids):].tolist():
         if state.done:
             break
         state.step(token)
-    return state.tags
+    return state.actions
 
 
+def _marked(fmt, actions):
+    """Whether an output marks an entity."""
+    return any(action != "O" for action in actions) if not fmt.nests else any(
+        action[0] == "open" for action in actions)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("kind", ["t5", "llama"])
 @pytest.mark.parametrize("draft_tokens", [3, 32])
-def test_draft_and_verify_equals_constrained_greedy_search(kind, draft_tokens, tmp_path):
+def test_draft_and_verify_equals_constrained_greedy_search(fmt, kind, draft_tokens, tmp_path):
     model, tokenizer = _random_model(tmp_path, kind)
     requests = [Request(tuple(words), tuple(LABELS) + ("band",)) for words in SENTENCES]
-    prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
-    units = [word_units(tokenizer, r) for r in requests]
-    expected = [_constrained_greedy(model, tokenizer, p, u) for p, u in zip(prompts, units)]
-    assert any(tag != "O" for tags in expected for tag in tags)  # a random model tags things
-    batched = [s.tags for s in copy_decode(model, prompts, units, tokenizer.pad_token_id, draft_tokens)]
+    prompts = [tokenizer(_prompt(fmt, r))["input_ids"] for r in requests]
+    lattices = _lattices(fmt, tokenizer, requests)
+    expected = [_constrained_greedy(model, tokenizer, p, l) for p, l in zip(prompts, lattices)]
+    assert any(_marked(fmt, actions) for actions in expected)  # a random model marks things
+    batched = [s.actions for s in copy_decode(model, prompts, lattices, tokenizer.pad_token_id, draft_tokens)]
     assert batched == expected
-    alone = [copy_decode(model, [p], [u], tokenizer.pad_token_id, draft_tokens)[0].tags for p, u in zip(prompts, units)]
+    alone = [copy_decode(model, [p], [l], tokenizer.pad_token_id, draft_tokens)[0].actions
+             for p, l in zip(prompts, lattices)]
     assert alone == expected
-    assert all(len(tags) == len(r.words) for tags, r in zip(batched, requests))
 
 
-def test_draft_continues_an_entity_with_its_type():
+def test_a_draft_takes_the_hinted_option():
     unit = {"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5), "B-y": (1, 3, 6), "I-y": (1, 3, 7)}
-    state = CopyState([unit, unit])
-    for token in (1, 3, 6, 1):
-        state.step(token)
-    assert state.tags == ["B-y"] and state.guess() == "O"
-    state.step(3)
-    assert state.guess() == "I-y" and state.draft(10) == [7]
+    state = CopyState(_tags([unit, unit]))
+    state.hints[1] = [4]  # the model favoured I-y for the second word
+    assert state.draft(10) == [1, 2, 1, 3, 7]
 
 
 def _favouring(*tokens, vocabulary=8):
@@ -125,23 +205,23 @@ def _favouring(*tokens, vocabulary=8):
 
 def test_a_rejected_draft_leaves_hints_for_the_words_after_it():
     units = [{"O": (w, 2), "B-x": (w, 3, 4), "I-x": (w, 3, 5)} for w in (1, 6, 7)]
-    state = CopyState(units)
+    state = CopyState(_tags(units))
     draft = state.draft(10)
     assert draft == [1, 2, 6, 2, 7, 2]
     # the model starts an entity at the first word and, further on, at the third
     accepted = state.verify(draft, _favouring(1, 3, 6, 2, 7, 3, 0))
     assert accepted == 1 and state.tokens == [1, 3]
-    assert state.hints == {1: ["O"], 2: ["B-x", "I-x"]}
+    assert state.hints == {1: [0], 2: [1, 2]}
     assert state.draft(10) == [4, 6, 2, 7, 3, 4]
     assert state.draft(3) == [4, 6, 2]
 
 
 def test_a_draft_that_holds_is_taken_whole_with_one_more_token():
     units = [{"O": (w, 2), "B-x": (w, 3, 4), "I-x": (w, 3, 5)} for w in (1, 6)]
-    state = CopyState(units)
+    state = CopyState(_tags(units))
     draft = state.draft(3)
     assert state.verify(draft, _favouring(1, 2, 6, 3)) == 3
-    assert state.tokens == [1, 2, 6, 3] and state.tags == ["O"] and state.hints == {}
+    assert state.tokens == [1, 2, 6, 3] and state.actions == ["O"] and state.hints == {}
 
 
 def test_copy_decode_gives_the_output_layer_back(tmp_path):
@@ -149,7 +229,7 @@ def test_copy_decode_gives_the_output_layer_back(tmp_path):
     head = model.get_output_embeddings()
     request = Request(tuple(SENTENCES[0]), tuple(LABELS))
     prompt = tokenizer(request.prompt)["input_ids"]
-    copy_decode(model, [prompt], [word_units(tokenizer, request)], tokenizer.pad_token_id)
+    copy_decode(model, [prompt], [WordTag().lattice(tokenizer, request)], tokenizer.pad_token_id)
     assert model.get_output_embeddings() is head
     assert model(torch.tensor([prompt])).logits.shape[-1] == head.out_features
 
@@ -176,20 +256,22 @@ def _fed_tokens(model):
     return fed
 
 
-@pytest.mark.parametrize("prompt_format", ["inst", "plain", "chat_template"])
-def test_shared_prefixes_change_no_tag(prompt_format, tmp_path):
+@pytest.mark.parametrize("fmt,prompt_format", [(WordTag(), "inst"), (WordTag(), "plain"),
+                                               (WordTag(), "chat_template"), (InlineBracket(), "inst"),
+                                               (InlineXML(), "chat_template")])
+def test_shared_prefixes_change_nothing(fmt, prompt_format, tmp_path):
     model, tokenizer = _random_model(tmp_path, "llama")
     tokenizer.chat_template = CHAT_TEMPLATE
     pad_id = tokenizer.pad_token_id
     requests = [Request(tuple(words), labels) for labels in LABEL_SETS for words in SENTENCES]
-    prompts = encode_prompts(tokenizer, [r.prompt for r in requests], prompt_format)
-    units = [word_units(tokenizer, r) for r in requests]
+    prompts = encode_prompts(tokenizer, [_prompt(fmt, r) for r in requests], prompt_format)
+    lattices = _lattices(fmt, tokenizer, requests)
     fed_alone = _fed_tokens(model)
-    expected = [s.tags for s in copy_decode(model, prompts, units, pad_id)]
-    assert any(tag != "O" for tags in expected for tag in tags)
+    expected = [s.actions for s in copy_decode(model, prompts, lattices, pad_id)]
+    assert any(_marked(fmt, actions) for actions in expected)
 
-    label_free = encode_prefix(model, encode_prompt_start(tokenizer, prompt_format))
-    own = {labels: encode_prefix(model, encode_prompt_start(tokenizer, prompt_format, labels))
+    label_free = encode_prefix(model, encode_prompt_start(tokenizer, prompt_format, None, None, fmt))
+    own = {labels: encode_prefix(model, encode_prompt_start(tokenizer, prompt_format, labels, None, fmt))
            for labels in LABEL_SETS}
     for prompt, request in zip(prompts, requests):
         # every prompt starts with the label-free prefix and its own label set's, but perhaps
@@ -198,60 +280,62 @@ def test_shared_prefixes_change_no_tag(prompt_format, tmp_path):
         assert prefix.common_length(prompt) >= len(prefix.ids) - 1 > label_free.common_length(prompt)
         assert label_free.common_length(prompt) >= len(label_free.ids) - 1
         sentence = " " + " ".join(request.words)
-        text = format_prompt(request.prompt, prompt_format, tokenizer)
+        text = format_prompt(_prompt(fmt, request), prompt_format, tokenizer)
         rest = tokenizer(text[text.index(sentence):], add_special_tokens=False)["input_ids"]
         assert len(prompt) - prefix.common_length(prompt) <= len(rest) + 1
     first_pass = fed_alone[0]
     fed_alone.clear()
     prefixes = [label_free, *own.values()]
-    assert [s.tags for s in copy_decode(model, prompts, units, pad_id, prefixes=prefixes)] == expected
+    assert [s.actions for s in copy_decode(model, prompts, lattices, pad_id, prefixes=prefixes)] == expected
     assert fed_alone[0] < first_pass / 2
-    alone = [copy_decode(model, [p], [u], pad_id, prefixes=[own[r.labels]])[0].tags
-             for p, u, r in zip(prompts, units, requests)]
+    alone = [copy_decode(model, [p], [l], pad_id, prefixes=[own[r.labels]])[0].actions
+             for p, l, r in zip(prompts, lattices, requests)]
     assert alone == expected
-    label_free_only = [copy_decode(model, [p], [u], pad_id, prefixes=[label_free])[0].tags
-                       for p, u in zip(prompts, units)]
+    label_free_only = [copy_decode(model, [p], [l], pad_id, prefixes=[label_free])[0].actions
+                       for p, l in zip(prompts, lattices)]
     assert label_free_only == expected
 
 
-def _direct_probs(model, prompt, units, tags):
-    """Each tag's probability by one plain forward pass of prompt + output, the full output
-    layer, softmax over the allowed tokens at each position, multiplied over the unit."""
-    output = [t for unit, tag in zip(units, tags) for t in unit[tag]]
+def _direct_probs(model, prompt, lattice, output):
+    """Each option's probability by one plain forward pass of prompt + output, the full
+    output layer, softmax over the allowed tokens at each position, multiplied over the option."""
     with torch.no_grad():
         if model.config.is_encoder_decoder:
             decoder = [model.config.decoder_start_token_id] + output
             logits = model(input_ids=torch.tensor([prompt]), decoder_input_ids=torch.tensor([decoder])).logits[0]
         else:
             logits = model(input_ids=torch.tensor([list(prompt) + output])).logits[0, len(prompt) - 1 :]
-    state, probs, position = CopyState(units), [], 0
-    for unit, tag in zip(units, tags):
-        p = 1.0
-        for token in unit[tag]:
-            allowed = state.allowed()
-            p *= float(torch.softmax(logits[position, allowed], 0)[allowed.index(token)])
-            state.step(token)
-            position += 1
-        probs.append(p)
+    state, probs, p = CopyState(lattice), [], 1.0
+    for position, token in enumerate(output):
+        allowed = state.allowed()
+        p *= float(torch.softmax(logits[position, allowed], 0)[allowed.index(token)])
+        taken = len(state.actions)
+        state.step(token)
+        if len(state.actions) > taken:
+            probs.append(p)
+            p = 1.0
     return probs
 
 
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("kind", ["t5", "llama"])
-def test_tag_probabilities_are_the_models(kind, tmp_path):
+def test_probabilities_are_the_models(fmt, kind, tmp_path):
     model, tokenizer = _random_model(tmp_path, kind)
     requests = [Request(tuple(words), tuple(LABELS) + ("band",)) for words in SENTENCES]
-    prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
-    units = [word_units(tokenizer, r) for r in requests]
-    states = copy_decode(model, prompts, units, tokenizer.pad_token_id, 3)
-    for state, prompt, row in zip(states, prompts, units):
-        assert all(0 < p <= 1 for p in state.probs) and len(state.probs) == len(row)
-        assert state.probs == pytest.approx(_direct_probs(model, prompt, row, state.tags), rel=1e-4)
-    # any tags, scored by one teacher-forced pass
+    prompts = [tokenizer(_prompt(fmt, r))["input_ids"] for r in requests]
+    lattices = _lattices(fmt, tokenizer, requests)
+    states = copy_decode(model, prompts, lattices, tokenizer.pad_token_id, 3)
+    for state, prompt, lattice in zip(states, prompts, lattices):
+        assert all(0 < p <= 1 for p in state.probs) and len(state.probs) == len(state.actions)
+        assert state.probs == pytest.approx(_direct_probs(model, prompt, lattice, state.tokens), rel=1e-4)
+    # any output, scored by one teacher-forced pass
     rng = random.Random(0)
-    tags = [_random_tags(r, rng) for r in requests]
-    scored = score_tags(model, prompts, units, tags, tokenizer.pad_token_id)
-    for probs, prompt, row, row_tags in zip(scored, prompts, units, tags):
-        assert probs == pytest.approx(_direct_probs(model, prompt, row, row_tags), rel=1e-4)
+    outputs = [tokenizer(fmt.target(r.words, _random_spans(len(r.words), r.labels, rng, fmt.nests)),
+                         add_special_tokens=False)["input_ids"] for r in requests]
+    followed = follow_outputs(model, prompts, lattices, outputs, tokenizer.pad_token_id)
+    for state, prompt, lattice, output in zip(followed, prompts, lattices, outputs):
+        assert state.done and state.tokens == output
+        assert state.probs == pytest.approx(_direct_probs(model, prompt, lattice, output), rel=1e-4)
 
 
 def test_fixed_tags_are_forced_and_never_extended(tmp_path):
@@ -260,28 +344,45 @@ def test_fixed_tags_are_forced_and_never_extended(tmp_path):
     free = Request(words, tuple(LABELS))
     fixed = ("B-person",) + (None,) * 6 + ("B-location", None, None)
     request = Request(words, tuple(LABELS), fixed)
-    units = word_units(tokenizer, request)
-    assert list(units[0]) == ["B-person"] and "I-location" not in units[8]
-    assert set(units[1]) == set(free.tags) - {"I-person"}
+    lattice = WordTag().lattice(tokenizer, request)
+    assert [o.action for o in lattice.options(0)] == ["B-person"]
+    assert "I-location" not in [o.action for o in lattice.options(8)]
+    assert {o.action for o in lattice.options(1)} == set(free.tags) - {"I-person"}
     prompt = tokenizer(request.prompt)["input_ids"]
-    (state,) = copy_decode(model, [prompt], [units], tokenizer.pad_token_id)
-    assert state.tags[0] == "B-person" and state.tags[7] == "B-location"
-    assert state.tags[1] != "I-person" and state.tags[8] != "I-location"
+    (state,) = copy_decode(model, [prompt], [lattice], tokenizer.pad_token_id)
+    assert state.actions[0] == "B-person" and state.actions[7] == "B-location"
+    assert state.actions[1] != "I-person" and state.actions[8] != "I-location"
     assert state.probs[0] == state.probs[7] == 1.0
-    # the rest equals step-by-step constrained greedy search with those units
-    assert state.tags == _constrained_greedy(model, tokenizer, prompt, units)
+    # the rest equals step-by-step constrained greedy search with that lattice
+    assert state.actions == _constrained_greedy(model, tokenizer, prompt, lattice)
 
 
+@pytest.mark.parametrize("fmt", FORMATS[1:], ids=FORMAT_IDS[1:])
+def test_inline_outputs_keep_fixed_entities(fmt, tmp_path):
+    model, tokenizer = _random_model(tmp_path, "llama")
+    words = tuple(SENTENCES[0])
+    fixed = ("B-person",) + (None,) * 6 + ("B-location", "I-location", "O")
+    request = Request(words, tuple(LABELS), fixed)
+    prompt = tokenizer(_prompt(fmt, request))["input_ids"]
+    lattice = fmt.lattice(tokenizer, request)
+    (state,) = copy_decode(model, [prompt], [lattice], tokenizer.pad_token_id)
+    spans = [span[:3] for span in fmt.spans(state.actions, state.probs)]
+    assert (0, 1, "person") in spans and (7, 9, "location") in spans
+    assert not [s for s in spans if s[0] < 9 < s[1] or s[0] == 9 or (s[0] < 1 and s != (0, 1, "person"))]
+    assert state.actions == _constrained_greedy(model, tokenizer, prompt, lattice)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("kind", ["t5", "llama"])
-def test_rows_rolling_or_in_turn_change_no_tag(kind, tmp_path):
+def test_rows_rolling_or_in_turn_change_nothing(fmt, kind, tmp_path):
     """Two rows for eight prompts: causal rows are taken over by the next prompt as they
-    finish, seq2seq prompts go two at a time; the tags are those of all at once."""
+    finish, seq2seq prompts go two at a time; the outputs are those of all at once."""
     model, tokenizer = _random_model(tmp_path, kind)
     assert _InPlaceRows.fits(model) == (kind == "llama")  # Llama's rows roll, on either line
     requests = [Request(tuple(words), labels) for labels in LABEL_SETS[:2] for words in SENTENCES]
-    prompts = [tokenizer(r.prompt)["input_ids"] for r in requests]
-    units = [word_units(tokenizer, r) for r in requests]
-    together = [s.tags for s in copy_decode(model, prompts, units, tokenizer.pad_token_id, 3)]
-    two = copy_decode(model, prompts, units, tokenizer.pad_token_id, 3, rows=2)
-    assert [s.tags for s in two] == together
-    assert [s.tags for s in copy_decode(model, prompts, units, tokenizer.pad_token_id, 3, rows=1)] == together
+    prompts = [tokenizer(_prompt(fmt, r))["input_ids"] for r in requests]
+    lattices = _lattices(fmt, tokenizer, requests)
+    together = [s.actions for s in copy_decode(model, prompts, lattices, tokenizer.pad_token_id, 3)]
+    two = copy_decode(model, prompts, lattices, tokenizer.pad_token_id, 3, rows=2)
+    assert [s.actions for s in two] == together
+    assert [s.actions for s in copy_decode(model, prompts, lattices, tokenizer.pad_token_id, 3, rows=1)] == together

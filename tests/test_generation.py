@@ -126,3 +126,28 @@ def test_a_call_may_use_more_label_sets_than_the_cache_keeps(tiny_llama):
     results = generator(requests)
     _same(results, [HFGenerator(tiny_llama, device="cpu", **EXACT)([r])[0] for r in requests])
     _same(generator(requests[::-1]), results[::-1])
+
+
+@pytest.mark.parametrize("name", ["bracket", "xml"])
+@pytest.mark.parametrize("options", [{"copy_aware": True}, {"copy_aware": True, "num_beams": 2},
+                                     {"copy_aware": False}])
+def test_inline_formats_batched_equal_one_at_a_time_with_valid_nested_entities(name, options, tiny_llama):
+    from spacy_gner.formats import get_format, spans_to_bio
+
+    fixed = ("B-person",) + (None,) * (len(TRAIN_WORDS) - 1)
+    requests = [REQUEST, OTHER, Request(REQUEST.words, REQUEST.labels, fixed)]
+    make = lambda size: HFGenerator(tiny_llama, batch_size=size, output_format=get_format(name),
+                                    **options, **EXACT)
+    batched = make(3)(requests)
+    single = make(1)
+    for result, request in zip(batched, requests):
+        alone = single([request])[0]
+        assert (result.tags, result.text) == (alone.tags, alone.text)
+        assert [s[:3] for s in result.spans] == [s[:3] for s in alone.spans]
+        assert result.tags == tuple(spans_to_bio(len(request.words), result.spans))
+        for start, end, label, score in result.spans:
+            assert 0 <= start < end <= len(request.words) and label in request.labels
+            assert score is None or 0 < score <= 1
+        if options["copy_aware"]:  # the output is the format's writing of its entities
+            assert result.text == get_format(name).target(request.words, result.spans)
+    assert (0, 1, "person") in [s[:3] for s in batched[2].spans]  # fixed, in every mode

@@ -1,11 +1,12 @@
 """load_pipeline: a saved pipeline directory as it is, only what is given replaced; anything
-else in a new pipeline. resolve_model: the model a name or directory stands for."""
+else in a new pipeline; the output format by name. resolve_model: the model a name or directory stands for."""
 import pytest
 import spacy
 from support import LABELS, TRAIN_WORDS, scripted_config
 
+from spacy_gner.formats import InlineBracket, InlineXML, WordTag
 from spacy_gner.models import ModelLoadError
-from spacy_gner.pipeline import load_pipeline, resolve_model
+from spacy_gner.pipeline import format_config, load_pipeline, resolve_model
 
 
 @pytest.fixture
@@ -94,3 +95,22 @@ def test_directories_that_hold_no_model_are_short_errors_naming_what_was_expecte
     spacy.blank("en").to_disk(tmp_path / "blank")
     with pytest.raises(ModelLoadError, match="has 0 gner components"):
         resolve_model(tmp_path / "blank")
+
+
+def test_the_output_format_is_named_by_short_or_registered_name_and_saved(
+        tiny_t5, tiny_t5_pipeline, tmp_path):
+    nlp = load_pipeline(tiny_t5, labels=LABELS, output_format="bracket")
+    block = {"@gner_formats": "spacy-gner.InlineBracket.v1"}
+    assert nlp.config["components"]["gner"]["generator"]["output_format"].items() >= block.items()
+    assert isinstance(nlp.get_pipe("gner").generator.output_format, InlineBracket)
+    xml = load_pipeline(tiny_t5, output_format="spacy-gner.InlineXML.v1").get_pipe("gner")
+    assert isinstance(xml.generator.output_format, InlineXML)
+    assert isinstance(load_pipeline(tiny_t5).get_pipe("gner").generator.output_format, WordTag)
+    # a saved pipeline keeps its format, and takes another only where given
+    load_pipeline(tiny_t5_pipeline, output_format="xml").to_disk(tmp_path / "xml")
+    assert isinstance(spacy.load(tmp_path / "xml").get_pipe("gner").generator.output_format, InlineXML)
+    assert isinstance(load_pipeline(tmp_path / "xml").get_pipe("gner").generator.output_format, InlineXML)
+    assert isinstance(load_pipeline(tiny_t5_pipeline).get_pipe("gner").generator.output_format, WordTag)
+    with pytest.raises(ValueError, match="Unknown output format 'json'"):
+        load_pipeline(tiny_t5, output_format="json")
+    assert format_config("word_tag") == {"@gner_formats": "spacy-gner.WordTag.v1"}

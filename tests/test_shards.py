@@ -65,6 +65,19 @@ def test_entities_get_the_scores_of_the_scored_span_group():
     assert all("score" not in e for e in doc_record(annotated(), spans_key="gner")["ents"])
 
 
+def test_nested_candidates_are_all_in_the_json_record():
+    doc = nlp("the Bush administration met")
+    doc.ents = [Span(doc, 0, 3, label="organization")]
+    doc.spans["gner"] = [Span(doc, 0, 3, label="organization"), Span(doc, 1, 2, label="person")]
+    doc.spans["gner"].attrs["scores"] = [0.8, 0.6]
+    record = doc_record(doc, spans_key="gner")
+    assert record["ents"] == [{"start": 0, "end": 23, "label": "organization",
+                               "text": "the Bush administration", "score": 0.8}]
+    assert [(s["text"], s["label"], s["score"]) for s in record["spans"]] == [
+        ("the Bush administration", "organization", 0.8), ("Bush", "person", 0.6)]
+    assert "spans" not in doc_record(annotated(), spans_key="gner")  # flat: the ents say it all
+
+
 def test_shard_data_as_json_lines_and_as_a_docbin_keeping_the_fields():
     pairs = [(annotated(), {"id": 1}), (nlp("Nothing"), {})]
     data, count = shard_data(pairs, "jsonl")

@@ -28,7 +28,7 @@ from spacy_gner.prompt import PROMPT_FORMATS
 
 from .evaluate import Dataset, correctness, gner_component, load_datasets, plot_confidence
 from .evaluate import predict, score, scored_candidates
-from .prepare import parse_cap
+from .prepare import format_name, parse_cap
 
 
 def calibrate_scores(examples: Sequence[Example], spans_key: str, calibration: Calibration) -> None:
@@ -57,11 +57,14 @@ def calibrate(
     datasets: Sequence[Dataset],
     device: Optional[str] = None,
     prompt_format: Optional[str] = None,
+    output_format: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Fit a calibration of `model`'s scores on the datasets; return it with the scores per
-    dataset before ("model scores") and after ("calibrated") it, and the expected calibration
-    error of all datasets together before and after."""
-    nlp = load_pipeline(model, device=device, prompt_format=prompt_format)
+    """Fit a calibration of `model`'s scores (writing `output_format`, where given) on the
+    datasets; return it with the scores per dataset before ("model scores") and after
+    ("calibrated") it, and the expected calibration error of all datasets together before and
+    after."""
+    nlp = load_pipeline(model, device=device, prompt_format=prompt_format,
+                        output_format=output_format)
     component = gner_component(nlp)
     component.calibration = None
     key = component.spans_key
@@ -101,6 +104,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     add("--device", help="auto, cpu, cuda, cuda:1, ... (default: a pipeline's own, else auto)")
     add("--prompt-format", choices=PROMPT_FORMATS, help="the prompt wrapping of causal models "
         "(default: a pipeline's own, else inst)")
+    add("--output-format", type=format_name, metavar="word_tag|bracket|xml", help="what the "
+        "model writes: the format it was trained on (training.prepare --output-format) "
+        "(default: a pipeline's own, else word_tag)")
     add("--output", type=Path, required=True, help="write the calibration (JSON) here")
     add("--plot", type=Path, help="write reliability diagrams before and after (PNG) here")
     args = parser.parse_args(argv)
@@ -112,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(str(error))
     if not any(records for _, records in datasets):
         parser.error(f"no sentences in {', '.join(map(str, args.data))}")
-    result = calibrate(args.model, datasets, args.device, args.prompt_format)
+    result = calibrate(args.model, datasets, args.device, args.prompt_format, args.output_format)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"calibration on {result['candidates']} candidates: temperature "

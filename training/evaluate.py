@@ -5,25 +5,28 @@
         --data assets/crossner/crossner_ai test.jsonl --limit 50 --output metrics.json
 
 Data: BIO dataset directories in the GNER layout (`<split>.txt` + `label.txt`), directories of
-them, or GNER .jsonl files. Every sentence goes through the whole pipeline, its gner component
-offered the sentence's types in the sentence's order: as the reference evaluates, shuffled per
-sentence with `--seed` for BIO directories (`--label-order fixed`: label.txt order), and a GNER
-record's own `label_list` order (`doc._.gner_labels`, so sentences of every order share
-batches). Scores per dataset and as the unweighted average over datasets: the GNER paper's
-F1 (`spacy_gner.metrics.paper_f1`, with a bootstrap 95% interval) on the tags the component
+them, GNER .jsonl files, or files of the other formats of `training.readers` (GENIA's nested
+.jsonl, ...). Every sentence goes through the whole pipeline, its gner component offered the
+sentence's types in the sentence's order: as the reference evaluates, shuffled per sentence
+with `--seed` (`--label-order fixed`: label.txt's or the file's order), but a GNER record's own
+`label_list` order (`doc._.gner_labels`, so sentences of every order share batches). Scores per
+dataset and as the unweighted average over datasets: the GNER paper's F1
+(`spacy_gner.metrics.paper_f1`, with a bootstrap 95% interval) on the tags the component
 matched to each word, as they are (no BIO repair); spaCy's exact-span P/R/F, with per-type
 scores, on `doc.ents`; and, from the entity candidates' confidence scores
 (`doc.spans[spans_key]`), exact-span P/R/F at thresholds 0.1 ... 0.9 and the expected
-calibration error (of a calibrated pipeline's model scores too). Written: a metrics JSON,
-markdown tables laid out as the paper's Table 2 (a row per model, a column per dataset, then
-the average) with a threshold table per model, and a PNG plot of precision against recall by
+calibration error (of a calibrated pipeline's model scores too). Where the data has nested
+entities (`Record.entities`), exact-span P/R/F over all of them and over the inner ones alone
+(`nested_scores`). Written: a metrics JSON, markdown tables laid out as the paper's Table 2 (a
+row per model, a column per dataset, then the average) with a threshold table (and, for
+nested data, a nested table) per model, and a PNG plot of precision against recall by
 threshold and a reliability diagram per model.
 """
 import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from spacy.language import Language
 from spacy.scorer import Scorer
@@ -36,9 +39,10 @@ from spacy_gner.metrics import bootstrap_interval, calibration, paper_counts, pr
 from spacy_gner.pipeline import gner_pipes, load_pipeline
 from spacy_gner.prompt import PROMPT_FORMATS
 
-from .prepare import cap_per_dataset, parse_cap, read_descriptions, record_doc, shuffle_labels
-from .readers import bio_tags, read_bio_dirs, read_gner_jsonl
-from .records import Record
+from .prepare import cap_per_dataset, format_name, parse_cap, read_descriptions, record_doc
+from .prepare import shuffle_labels
+from .readers import bio_tags, detect_format, read_bio_dirs, read_records
+from .records import GOLD_SPANS, Record, Span
 
 METRICS = {"paper": "GNER paper F1", "spacy": "spaCy exact-span F1"}
 LABEL_ORDERS = ("shuffled", "fixed")
@@ -55,25 +59,25 @@ def load_datasets(
     report: Callable[[str], None] = print,
     limits: Mapping[str, Optional[int]] = {},
 ) -> List[Dataset]:
-    """The datasets of BIO directories (or directories of them) and GNER .jsonl files, each
-    cut to a seeded sample of `limit` sentences (`limits[name]` where given; None: all).
+    """The datasets of BIO directories (or directories of them), GNER .jsonl files and files
+    of the other formats `training.readers.detect_format` tells (GENIA, ...), each cut to a
+    seeded sample of `limit` sentences (`limits[name]` where given; None: all).
 
-    Sentences of BIO directories offer label.txt's types, in an order shuffled per sentence
-    with `seed` (`label_order` "shuffled", the reference's protocol) or in file order
-    ("fixed"); GNER records offer their own `label_list`, in its order. Split files with no
-    sentence are reported through `report`.
+    Sentences offer their data's types (label.txt's for BIO directories), in an order
+    shuffled per sentence with `seed` (`label_order` "shuffled", the reference's protocol) or
+    in file order ("fixed"); GNER records offer their own `label_list`, in its order. Split
+    files with no sentence are reported through `report`.
     """
     if label_order not in LABEL_ORDERS:
         raise ValueError(f"Unknown label_order {label_order!r}: expected one of {LABEL_ORDERS}")
     records: List[Record] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            read = read_bio_dirs(path, [split], report=report)
-            if label_order == "shuffled":
-                read = [shuffle_labels(record, seed) for record in read]
-            records.extend(read)
-        else:
-            records.extend(read_gner_jsonl(path))
+        fmt = detect_format(path)
+        read = (read_bio_dirs(path, [split], report=report) if fmt == "bio"
+                else list(read_records(path, fmt, split)))
+        if label_order == "shuffled" and fmt != "gner":
+            read = [shuffle_labels(record, seed) for record in read]
+        records.extend(read)
     unknown = set(limits) - {record.dataset for record in records}
     if unknown:
         raise ValueError(f"limits name datasets that are not in the data: {sorted(unknown)}")
@@ -125,12 +129,13 @@ def raw_tags(doc: Doc) -> List[str]:
     return tags
 
 
-def score(examples: Sequence[Example], spans_key: str = "gner") -> Scores:
+def score(examples: Sequence[Example], spans_key: str = "gner", threshold: float = 0.0) -> Scores:
     """The metrics of predicted Examples, as fractions: the paper's on the raw matched tags
     (`raw_tags`), with a bootstrap 95% interval of its F1; spaCy's on the predicted
-    `doc.ents`; and, where the candidates in `doc.spans[spans_key]` have scores, exact-span
-    P/R/F by threshold and calibration (a candidate is correct when a gold entity has its
-    span and label)."""
+    `doc.ents`; where the candidates in `doc.spans[spans_key]` have scores, exact-span
+    P/R/F by threshold and calibration (a candidate is correct when a gold entity, nested
+    ones included, has its span and label); and where the gold has nested entities,
+    `nested_scores` of the candidates scoring at least `threshold` (the component's)."""
     counts = [paper_counts([t.text for t in eg.reference], bio_tags(eg.reference),
                            raw_tags(eg.predicted)) for eg in examples]
     paper = {**prf(counts), "f1_interval": list(bootstrap_interval(counts))}
@@ -148,7 +153,55 @@ def score(examples: Sequence[Example], spans_key: str = "gner") -> Scores:
         model = [scored_candidates(eg, spans_key, MODEL_SCORES) for eg in examples]
         if any(scored for _, scored in model) and all(scored is not None for _, scored in model):
             scores["model_calibration"] = calibration(correctness(model))
+    nested = nested_scores(examples, spans_key, threshold)
+    if nested is not None:
+        scores["nested"] = nested
     return scores
+
+
+def gold_spans(doc: Doc) -> Set[Span]:
+    """The gold entities of a reference Doc: all of them, nested ones included, where
+    `doc.spans[GOLD_SPANS]` holds them, else `doc.ents`."""
+    spans = doc.spans[GOLD_SPANS] if GOLD_SPANS in doc.spans else doc.ents
+    return {(span.start, span.end, span.label_) for span in spans}
+
+
+def predicted_spans(doc: Doc, spans_key: str, threshold: float = 0.0) -> Set[Span]:
+    """The entities a gner component predicted, nested ones included: its candidates in
+    `doc.spans[spans_key]` scoring at least `threshold` (or unscored), as it selects
+    `doc.ents` from them; `doc.ents` where it wrote no candidates."""
+    group = doc.spans.get(spans_key)
+    if group is None:
+        return {(span.start, span.end, span.label_) for span in doc.ents}
+    scores = group.attrs.get("scores", [None] * len(group))
+    return {(span.start, span.end, span.label_) for span, score in zip(group, scores)
+            if score is None or score >= threshold}
+
+
+def inner(spans: Set[Span]) -> Set[Span]:
+    """The spans that lie inside another, longer span of the set."""
+    return {(start, end, label) for start, end, label in spans
+            if any(s <= start and end <= e and e - s > end - start for s, e, _ in spans)}
+
+
+def nested_scores(
+    examples: Sequence[Example], spans_key: str = "gner", threshold: float = 0.0
+) -> Optional[Scores]:
+    """Exact-span micro P/R/F over all entities, nested ones included ("all"), and over the
+    inner ones alone ("inner": gold entities inside another gold entity against predicted
+    ones inside another predicted one), of the `predicted_spans` against the `gold_spans`;
+    None unless some reference Doc has nested gold entities (`doc.spans[GOLD_SPANS]`)."""
+    if not any(GOLD_SPANS in eg.reference.spans for eg in examples):
+        return None
+    pairs = [(gold_spans(eg.reference), predicted_spans(eg.predicted, spans_key, threshold))
+             for eg in examples]
+    return {"all": prf(_span_counts(pairs)),
+            "inner": prf(_span_counts((inner(gold), inner(pred)) for gold, pred in pairs))}
+
+
+def _span_counts(pairs: Iterable[Tuple[Set[Span], Set[Span]]]) -> List[Tuple[int, int, int]]:
+    """(correct, predicted, gold) of each (gold, predicted) pair of span sets."""
+    return [(len(gold & pred), len(pred), len(gold)) for gold, pred in pairs]
 
 
 def correctness(candidates: Sequence[Tuple[set, List[Tuple[Any, float]]]]) -> List[Tuple[float, bool]]:
@@ -160,9 +213,9 @@ def correctness(candidates: Sequence[Tuple[set, List[Tuple[Any, float]]]]) -> Li
 def scored_candidates(
     example: Example, spans_key: str, attr: str = "scores"
 ) -> Tuple[set, Optional[List[Tuple[Any, float]]]]:
-    """The gold spans of an Example and its candidates scored by `attrs[attr]` of the span
-    group (None if any is unscored)."""
-    gold = {(e.start, e.end, e.label_) for e in example.reference.ents}
+    """The gold spans of an Example (`gold_spans`) and its candidates scored by `attrs[attr]`
+    of the span group (None if any is unscored)."""
+    gold = gold_spans(example.reference)
     group = example.predicted.spans.get(spans_key)
     if group is None:
         return gold, []
@@ -183,13 +236,16 @@ def average(per_dataset: Dict[str, Scores]) -> Scores:
 def evaluate(
     models: Dict[str, str], datasets: Sequence[Dataset], device: Optional[str] = None,
     prompt_format: Optional[str] = None, descriptions: Optional[Dict[str, str]] = None,
+    output_format: Optional[str] = None,
 ) -> Scores:
     """{model name: {"model", "datasets": {name: scores}, "average"}} for each named model: a
     saved pipeline directory as it is, or a model in a new pipeline (`load_pipeline`), with
-    `device`, `prompt_format` and type `descriptions` where given."""
+    `device`, `prompt_format`, `output_format` (a format's short or registered name) and
+    type `descriptions` where given."""
     results = {}
     for name, model in models.items():
-        nlp = load_pipeline(model, device=device, prompt_format=prompt_format)
+        nlp = load_pipeline(model, device=device, prompt_format=prompt_format,
+                            output_format=output_format)
         component = gner_component(nlp)
         if descriptions is not None:
             component.descriptions = descriptions
@@ -197,7 +253,8 @@ def evaluate(
         per_dataset = {}
         for dataset, records in datasets:
             start = time.perf_counter()
-            per_dataset[dataset] = scores = score(predict(nlp, records), spans_key)
+            examples = predict(nlp, records)
+            per_dataset[dataset] = scores = score(examples, spans_key, component.threshold)
             print(f"{name} on {dataset}: {len(records)} sentences in "
                   f"{time.perf_counter() - start:.0f} s, F1 {100 * scores['paper']['f1']:.1f}",
                   flush=True)
@@ -245,12 +302,29 @@ def threshold_table(result: Scores) -> str:
     return "\n".join(lines)
 
 
+def nested_table(result: Scores) -> str:
+    """Exact-span P/R/F1 (x 100) over all entities and over the inner ones, a row per dataset
+    with nested entities; empty if none has."""
+    rows = {d: s["nested"] for d, s in result["datasets"].items() if "nested" in s}
+    if not rows:
+        return ""
+    lines = ["| Dataset | P | R | F1 | inner P | inner R | inner F1 |", "| --- |" + " ---: |" * 6]
+    for dataset, nested in rows.items():
+        cells = [f"{100 * nested[part][key]:.1f}" for part in ("all", "inner")
+                 for key in ("precision", "recall", "f1")]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_report(results: Scores) -> str:
-    """A table per metric, each under its heading, then each model's threshold table."""
+    """A table per metric, each under its heading, then each model's threshold table and,
+    where the data has nested entities, its nested table."""
     sections = [f"### {title}\n\n{markdown_table(results, metric)}"
                 for metric, title in METRICS.items()]
     sections += [f"### {name}: spaCy exact-span F1 by confidence threshold\n\n{table}"
                  for name, result in results.items() if (table := threshold_table(result))]
+    sections += [f"### {name}: nested entities, exact-span P/R/F1, all and inner\n\n{table}"
+                 for name, result in results.items() if (table := nested_table(result))]
     return "\n\n".join(sections) + "\n"
 
 
@@ -318,7 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     add("models", nargs="+", help="pipeline directories, or model directories / Hub names / "
         "'smollm2' to package on the fly")
     add("--data", nargs="+", required=True, type=Path,
-        help="BIO dataset directories (or directories of them) or GNER .jsonl files")
+        help="BIO dataset directories (or directories of them), GNER .jsonl files, or files "
+        "of another training.prepare input format (e.g. GENIA's nested .jsonl)")
     add("--name", action="append", default=[], help="a model's name in the tables, once per "
         "model in order (default: the directory names)")
     add("--split", default="test", help="the split file of BIO directories (default: test)")
@@ -328,15 +403,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     add("--seed", type=int, default=0,
         help="seed of the --limit sample and of the shuffled type orders (default: 0)")
     add("--label-order", choices=LABEL_ORDERS, default="shuffled",
-        help="type order offered to each sentence of BIO directories: shuffled per sentence "
-        "with --seed (the reference's protocol, default) or label.txt's; GNER .jsonl records "
-        "keep their own order")
+        help="type order offered to each sentence: shuffled per sentence with --seed (the "
+        "reference's protocol, default) or label.txt's (the file's); GNER .jsonl records keep "
+        "their own order")
     add("--device", help="gner device: auto, cpu, cuda, cuda:1, ... (default: a pipeline's "
         "own, else auto)")
     add("--prompt-format", choices=PROMPT_FORMATS, help="the prompt wrapping of causal models "
         "(default: a pipeline's own, else inst)")
     add("--descriptions", type=Path, metavar="PATH", help="a JSON file {type: short "
         "description} that the prompts explain the types by (default: a pipeline's own)")
+    add("--output-format", type=format_name, metavar="word_tag|bracket|xml", help="what the "
+        "model writes: the format it was trained on (training.prepare --output-format), by short "
+        "or registered name (default: a pipeline's own, else word_tag)")
     add("--output", type=Path, help="write the metrics JSON here")
     add("--markdown", type=Path, help="write the markdown tables here")
     add("--plot", type=Path, help="write the confidence plot (PNG) here")
@@ -350,7 +428,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     descriptions = read_descriptions(args.descriptions) if args.descriptions else None
-    results = evaluate(models, datasets, args.device, args.prompt_format, descriptions)
+    results = evaluate(models, datasets, args.device, args.prompt_format, descriptions,
+                       args.output_format)
     report = markdown_report(results)
     print(report)
     for path, text in ((args.output, json.dumps(results, indent=2) + "\n"),

@@ -12,8 +12,8 @@ Each record's `instance.instruction_inputs` is the prompt and `instance.prompt_l
 target. The model reads exactly what the `gner` component gives it at inference: seq2seq models
 the bare prompt and learn target + EOS; causal models read the prompt wrapped by
 `--prompt-format` and learn only the target tokens + EOS that follow it. The target is
-tokenized on its own: its tokens are those copy-aware decoding forces at inference (the units of
-`spacy_gner.decoding.word_units`, one after another). With Llama's SentencePiece tokenizer they
+tokenized on its own: its tokens are those copy-aware decoding forces at inference (the pieces
+of the output format's lattice, `spacy_gner.lattices`, one after another). With Llama's SentencePiece tokenizer they
 are also the GNER reference's (`[INST] prompt [/INST] target` tokenized as one string); with a
 byte-level BPE tokenizer (SmolLM2) the first word lacks the leading space it has there.
 

@@ -1,5 +1,10 @@
 """Regularise Records for GNER training and write them as GNER JSON lines or spaCy DocBins.
 
+The targets are written in an output format (`spacy_gner.formats`, `--output-format`: GNER's
+`word(tag)` by default, or an inline format that nests). DocBins hold each sentence's
+outermost entities in `doc.ents` and, where the data has nested entities (GENIA), all of them
+in `doc.spans[GOLD_SPANS]`.
+
 Run `python -m training.prepare --help` for the command line.
 """
 import argparse
@@ -15,12 +20,13 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
 
 from spacy_gner.component import normalize_descriptions
-from spacy_gner.output import bio_to_spans
-from spacy_gner.prompt import build_prompt, build_target
+from spacy_gner.formats import FORMATS as OUTPUT_FORMATS
+from spacy_gner.formats import OutputFormat, WordTag, get_format, outermost
+from spacy_gner.prompt import build_prompt
 
 from .readers import ENCODING, FORMATS, DataError, Location, PathLike, SpanStats
 from .readers import detect_format, read_bio_dirs, read_labels, read_records
-from .records import Record
+from .records import GOLD_SPANS, Record, rename_types
 from .variants import Variants, add_head_type, common_heads, load_variants, vary_labels
 
 LabelMap = Mapping[str, Optional[str]]
@@ -58,12 +64,8 @@ def normalise_labels(record: Record, label_map: LabelMap) -> Record:
     def name(label: str) -> Optional[str]:
         return label_map.get(label, label)
 
-    def retag(tag: str) -> str:
-        new = None if tag == "O" else name(tag[2:])
-        return "O" if new is None else tag[:2] + new
-
     labels = [new for new in dict.fromkeys(map(name, record.labels)) if new is not None]
-    return replace(record, labels=labels, tags=[retag(tag) for tag in record.tags])
+    return replace(rename_types(record, name), labels=labels)
 
 
 def shuffle_labels(record: Record, seed: int) -> Record:
@@ -74,8 +76,10 @@ def shuffle_labels(record: Record, seed: int) -> Record:
 
 
 def present_types(record: Record) -> Record:
-    """The record offered only the types tagged in it, in order of first mention."""
-    labels = dict.fromkeys(tag[2:] for tag in record.tags if tag != "O")
+    """The record offered only the types of its entities, in order of first mention (an
+    entity before those inside it)."""
+    spans = sorted(record.spans(), key=lambda span: (span[0], -span[1]))
+    labels = dict.fromkeys(label for _, _, label in spans)
     return replace(record, labels=list(labels))
 
 
@@ -207,26 +211,39 @@ def _check(record: Record) -> None:
         raise ValueError(f"{record.dataset} {record.id}: {error}") from None
 
 
-def gner_json(record: Record, descriptions: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+def gner_json(
+    record: Record,
+    descriptions: Optional[Mapping[str, str]] = None,
+    output_format: Optional[OutputFormat] = None,
+) -> Dict[str, Any]:
     """A record in the GNER reference schema, with its prompt (explaining the types by
-    `descriptions`, where given) and target strings."""
+    `descriptions`, where given) and target strings in `output_format` (default GNER's
+    word(tag), as the reference writes them). A record with nested entities also holds them
+    all as `instance.entities`, [[start, end (exclusive), type], ...]."""
+    output_format = output_format or WordTag()
+    instance = {
+        "id": record.id,
+        "words": record.words,
+        "labels": record.tags,
+        "instruction_inputs": build_prompt(record.words, record.labels, descriptions, output_format),
+        "prompt_labels": output_format.target(record.words, record.spans()),
+    }
+    if record.entities is not None:
+        instance["entities"] = [list(span) for span in record.entities]
     return {
         "id": record.id,
         "dataset": record.dataset,
         "split": record.split,
         "label_list": record.labels,
-        "instance": {
-            "id": record.id,
-            "words": record.words,
-            "labels": record.tags,
-            "instruction_inputs": build_prompt(record.words, record.labels, descriptions),
-            "prompt_labels": build_target(record.words, record.tags),
-        },
+        "instance": instance,
     }
 
 
 def write_gner_jsonl(
-    records: Iterable[Record], path: PathLike, descriptions: Optional[Mapping[str, str]] = None
+    records: Iterable[Record],
+    path: PathLike,
+    descriptions: Optional[Mapping[str, str]] = None,
+    output_format: Optional[OutputFormat] = None,
 ) -> int:
     """Write records as GNER JSON lines (see `gner_json`); return how many."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -234,17 +251,22 @@ def write_gner_jsonl(
     with open(path, "w", encoding="utf-8") as file:
         for record in records:
             _check(record)
-            file.write(json.dumps(gner_json(record, descriptions), ensure_ascii=False) + "\n")
+            line = gner_json(record, descriptions, output_format)
+            file.write(json.dumps(line, ensure_ascii=False) + "\n")
             count += 1
     return count
 
 
 def record_doc(record: Record, vocab: Vocab) -> Doc:
-    """A Doc of the record's words joined by spaces, with its entities. spaCy has no empty
-    tokens, so an empty word becomes a whitespace token."""
+    """A Doc of the record's words joined by spaces, with its (outermost) entities in
+    `doc.ents` and, where the record has nested entities, all of them in
+    `doc.spans[GOLD_SPANS]`. spaCy has no empty tokens, so an empty word becomes a whitespace
+    token."""
     words = [word or " " for word in record.words]
     doc = Doc(vocab, words=words, spaces=[i < len(words) - 1 for i in range(len(words))])
-    doc.ents = [Span(doc, start, end, label) for start, end, label in bio_to_spans(record.tags)]
+    doc.ents = [Span(doc, start, end, label) for start, end, label in outermost(record.spans())]
+    if record.entities is not None:
+        doc.spans[GOLD_SPANS] = [Span(doc, start, end, label) for start, end, label in record.entities]
     return doc
 
 
@@ -315,10 +337,25 @@ def _parser() -> argparse.ArgumentParser:
         "sentence to one of its --variants with probability P (default: 0)")
     add("--descriptions", type=Path, metavar="PATH", help="a JSON file {type: short "
         "description}: the prompts explain the types that have one (see spacy_gner.build_prompt)")
+    add("--output-format", type=format_name, default="word_tag", metavar="|".join(OUTPUT_FORMATS),
+        help="what the targets of --jsonl and --held-out look like: GNER's word(tag) (word_tag, "
+        "the default, the released checkpoints'), [ words | type ] (bracket) or <type> words "
+        "</type> (xml), the two that nest; or a registered gner_formats name. A model trained on "
+        "one is packaged with the same (training.package --output-format)")
     add("--shuffle-labels", action="store_true",
         help="shuffle the type order of each sentence (seeded)")
     add("--seed", type=int, default=0, help="seed of all sampling (default: 0)")
     return parser
+
+
+def format_name(name: str) -> str:
+    """An output format named on the command line: a short name (word_tag, bracket, xml) or
+    a registered gner_formats name."""
+    try:
+        get_format(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
 
 
 def _load_label_map(value: Optional[str]) -> Optional[LabelMap]:
@@ -399,11 +436,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         descriptions = read_descriptions(args.descriptions) if args.descriptions else None
     except (DataError, json.JSONDecodeError, OSError) as error:
         sys.exit(f"error: {error}")
+    output_format = get_format(args.output_format)
     if args.jsonl:
-        count = write_gner_jsonl(prepared, args.jsonl, descriptions)
+        count = write_gner_jsonl(prepared, args.jsonl, descriptions, output_format)
         print(f"wrote {count} records to {args.jsonl}")
     if args.held_out:
-        count = write_gner_jsonl(rest, args.held_out, descriptions)
+        count = write_gner_jsonl(rest, args.held_out, descriptions, output_format)
         print(f"wrote {count} held-out records to {args.held_out}")
     if args.spacy:
         print(f"wrote {write_docbin(prepared, args.spacy)} docs to {args.spacy}")

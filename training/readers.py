@@ -1,9 +1,10 @@
 """Readers that turn NER corpora of several formats into Records.
 
 Malformed input raises DataError naming the file and the 1-based line; nothing is dropped
-silently. Span-annotated formats (Pile-NER, open-type) report in a SpanStats what could not be
-turned into BIO tags; tags repaired from IOB1 style are counted in a warning per file. Text
-files are read as UTF-8, with a byte order mark (BOM) at the start read as if absent.
+silently. Span-annotated formats (Pile-NER, open-type, GENIA) report in a SpanStats what could
+not be kept; tags repaired from IOB1 style are counted in a warning per file. Text files are
+read as UTF-8, with a byte order mark (BOM) at the start read as if absent. Nested entities
+(GENIA) are kept in `Record.entities`, their outermost as the tags.
 """
 import itertools
 import json
@@ -26,22 +27,26 @@ from typing import (
 )
 
 from spacy.language import Language
-from spacy.tokens import DocBin, Token
+from spacy.tokens import Doc, DocBin, Token
 from spacy.vocab import Vocab
 
 from spacy_gner.corpus import Location
+from spacy_gner.formats import spans_to_bio
 from spacy_gner.output import repair_bio
 
-from .records import Record
+from .records import GOLD_SPANS, Record, Span
 
 PathLike = Union[str, Path]
-FORMATS = ("bio", "gner", "pile-ner", "open-type", "docbin")
+FORMATS = ("bio", "gner", "pile-ner", "open-type", "genia", "docbin")
 # BIOES prefixes map onto BIO: a single-word entity begins, an entity's end is inside it.
 _BIO_PREFIX = {"B": "B", "I": "I", "S": "B", "E": "I"}
 _QUESTION = re.compile(r"What describes (.+) in the text\?")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _MAX_EXAMPLES = 10
 ENCODING = "utf-8-sig"  # UTF-8; a byte order mark at the start is not part of the text
+# GENIA's entity types -> the names its prompts offer, in prompt order.
+GENIA_TYPES = {"protein": "protein", "DNA": "DNA", "RNA": "RNA", "cell_type": "cell type",
+               "cell_line": "cell line"}
 
 
 class DataError(ValueError):
@@ -56,8 +61,10 @@ class DataError(ValueError):
 class SpanStats:
     """What became of the mentions of span-annotated data.
 
-    tagged: mentions written as BIO tags; missing: span texts found nowhere among the words;
-    overlapping: mentions left out because a longer (or earlier, equally long) one overlaps.
+    tagged: mentions kept (as BIO tags, or as nested entities); missing: span texts found
+    nowhere among the words; overlapping: mentions left out because a longer (or earlier,
+    equally long) one overlaps them (flat formats) or crosses them (GENIA: neither holds the
+    other).
     """
 
     tagged: int = 0
@@ -251,7 +258,8 @@ def _array_items(path: Path, text: str, start: int) -> Iterator[Tuple[Location, 
 def read_gner_jsonl(path: PathLike) -> Iterator[Record]:
     """Records of the GNER schema: {id, dataset, split, label_list, instance: {id, words, labels}}.
 
-    A JSON-lines file or a JSON array; ids are the instances' ids.
+    A JSON-lines file or a JSON array; ids are the instances' ids. Nested entities, where
+    `training.prepare` wrote them (`instance.entities`, [[start, end, type], ...]), are kept.
     """
     checked = _Checker(path)
     for where, item in json_items(path):
@@ -264,11 +272,24 @@ def read_gner_jsonl(path: PathLike) -> Iterator[Record]:
                 dataset=str(item.get("dataset", "")),
                 id=str(instance.get("id", item.get("id", ""))),
                 split=str(item.get("split", "")),
+                entities=_entity_list(instance.get("entities")),
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise DataError(where, f"not a GNER record: missing or bad {error}") from None
         yield checked(record, where)
     checked.warn()
+
+
+def _entity_list(value: Any) -> Optional[List[Span]]:
+    """[(start, end, type)] of a JSON list [[start, end, type], ...]; None stays None."""
+    if value is None:
+        return None
+    return [(int(start), int(end), str(label)) for start, end, label in value]
+
+
+def _longest_first(spans: Iterable[Span]) -> List[Span]:
+    """The distinct spans, longer ones first, then in input order."""
+    return sorted(dict.fromkeys(spans), key=lambda span: span[0] - span[1])
 
 
 def _spans_to_tags(
@@ -276,10 +297,8 @@ def _spans_to_tags(
 ) -> List[str]:
     """BIO tags for spans `(start, end_exclusive, type)`; longer spans win where they overlap,
     then earlier ones. Each span left out counts as overlapping in `stats`."""
-    unique = list(dict.fromkeys(spans))
-    order = sorted(range(len(unique)), key=lambda i: (unique[i][0] - unique[i][1], i))
     tags = ["O"] * length
-    for start, end, label in (unique[i] for i in order):
+    for start, end, label in _longest_first(spans):
         if any(tag != "O" for tag in tags[start:end]):
             stats.note("overlapping", f"{where}: {label!r} at words {start}-{end - 1}")
             continue
@@ -417,6 +436,58 @@ def read_open_type(
     checked.warn()
 
 
+def _nested_spans(spans: Iterable[Span], stats: SpanStats, where: Location) -> List[Span]:
+    """The distinct spans that nest, by start and longer first: a span crossing a longer (or
+    earlier, equally long) one, neither holding the other, is left out and counts as
+    overlapping in `stats`."""
+    kept: List[Span] = []
+    for start, end, label in _longest_first(spans):
+        if any(start < other_end and other_start < end and not other_start <= start < end <= other_end
+               for other_start, other_end, _ in kept):
+            stats.note("overlapping", f"{where}: {label!r} at words {start}-{end - 1} crosses a "
+                       "longer mention")
+            continue
+        kept.append((start, end, label))
+        stats.tagged += 1
+    return sorted(kept, key=lambda span: (span[0], -span[1]))
+
+
+def read_genia(
+    path: PathLike,
+    split: str = "",
+    dataset: str = "genia",
+    stats: Optional[SpanStats] = None,
+) -> Iterator[Record]:
+    """Sentences of GENIA as JSON lines `{tokens: [...], entity_mentions: [{start, end
+    (exclusive), entity_type}, ...]}`, offered GENIA's five types (`GENIA_TYPES`: cell_type
+    and cell_line as "cell type" and "cell line"). All mentions are kept as the records'
+    `entities`, nested ones too, and their outermost as the tags; a mention crossing a longer
+    one counts as overlapping in `stats`, exact duplicates are dropped. Ids are the sentences'
+    `sent_id`, else count from 0."""
+    stats = stats if stats is not None else SpanStats()
+    checked = _Checker(path)
+    for index, (where, item) in enumerate(json_items(path)):
+        try:
+            words, mentions = item["tokens"], item["entity_mentions"]
+            for key, value in (("tokens", words), ("entity_mentions", mentions)):
+                if not isinstance(value, list):
+                    raise TypeError(f"{key!r}: not a list")
+            mentions = [(int(m["start"]), int(m["end"]), str(m["entity_type"])) for m in mentions]
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(where, f"not a GENIA record: missing or bad {error}") from None
+        for start, end, kind in mentions:
+            if not 0 <= start < end <= len(words):
+                raise DataError(where, f"mention {[start, end, kind]} is not a span of the "
+                                f"{len(words)} words")
+            if kind not in GENIA_TYPES:
+                raise DataError(where, f"mention type {kind!r} is not one of {list(GENIA_TYPES)}")
+        entities = _nested_spans([(s, e, GENIA_TYPES[k]) for s, e, k in mentions], stats, where)
+        record = Record(words, spans_to_bio(len(words), entities), list(GENIA_TYPES.values()),
+                        dataset, str(item.get("sent_id", index)), split, entities)
+        yield checked(record, where)
+    checked.warn()
+
+
 # --- spaCy DocBin -------------------------------------------------------------------------
 
 
@@ -432,20 +503,38 @@ def read_docbin(
     dataset: Optional[str] = None,
     split: str = "",
 ) -> Iterator[Record]:
-    """Docs of a .spacy file with their entities. Whitespace tokens are left out of the words;
-    the labels are the file's entity types, sorted, unless given. Ids count docs from 0."""
+    """Docs of a .spacy file with their entities, and their nested entities where
+    `doc.spans[GOLD_SPANS]` holds them (as `training.prepare` writes them). Whitespace tokens
+    are left out of the words; the labels are the file's entity types, sorted, unless given.
+    Ids count docs from 0."""
     vocab = nlp_or_vocab.vocab if isinstance(nlp_or_vocab, Language) else nlp_or_vocab
     docs = list(DocBin().from_disk(path).get_docs(vocab if vocab is not None else Vocab()))
     if labels is None:
-        labels = sorted({ent.label_ for doc in docs for ent in doc.ents})
+        labels = sorted({span.label_ for doc in docs
+                         for span in [*doc.ents, *doc.spans.get(GOLD_SPANS, [])]})
     checked = _Checker(path)
     for index, doc in enumerate(docs):
         tokens = [token for token in doc if not token.text.isspace()]
         tags = bio_tags(tokens)
         words = [token.text for token in tokens]
-        record = Record(words, tags, list(labels), dataset or Path(path).stem, str(index), split)
+        record = Record(words, tags, list(labels), dataset or Path(path).stem, str(index), split,
+                        _gold_spans(doc))
         yield checked(record, Location(Path(path), item=index + 1))
     checked.warn()
+
+
+def _gold_spans(doc: Doc) -> Optional[List[Span]]:
+    """The spans of `doc.spans[GOLD_SPANS]` over the words (the Doc's tokens but whitespace),
+    None where the Doc has no such group."""
+    if GOLD_SPANS not in doc.spans:
+        return None
+    word = {i: k for k, i in enumerate(i for i, token in enumerate(doc) if not token.text.isspace())}
+    spans = []
+    for span in doc.spans[GOLD_SPANS]:
+        inside = [word[i] for i in range(span.start, span.end) if i in word]
+        if inside:
+            spans.append((inside[0], inside[-1] + 1, span.label_))
+    return spans
 
 
 # --- any format ---------------------------------------------------------------------------
@@ -461,7 +550,7 @@ def detect_format(path: PathLike) -> str:
     with open(path, encoding=ENCODING) as file:
         head = file.read(1 << 16)
     for key, fmt in (("conversations", "pile-ner"), ("tokenized_text", "open-type"),
-                     ("instance", "gner")):
+                     ("instance", "gner"), ("entity_mentions", "genia")):
         if f'"{key}"' in head:
             return fmt
     raise DataError(Location(path), f"cannot tell the format: name one of {FORMATS}")
@@ -476,7 +565,8 @@ def read_records(
 ) -> Iterator[Record]:
     """Records of one input in format `fmt` ("auto" detects it). `split` picks the file of a
     BIO directory and names the split of formats that have none; `dataset` renames a BIO
-    directory's dataset and names that of formats that have none (default: the file name)."""
+    directory's dataset and names that of formats that have none (default: the file name;
+    GENIA's: "genia")."""
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "bio":
         return read_bio_dir(path, split, dataset)
@@ -486,6 +576,8 @@ def read_records(
         return read_pile_ner(path, dataset, split, stats)
     if fmt == "open-type":
         return read_open_type(path, dataset, split, stats)
+    if fmt == "genia":
+        return read_genia(path, split, dataset or "genia", stats)
     if fmt == "docbin":
         return read_docbin(path, dataset=dataset, split=split)
     raise ValueError(f"Unknown format {fmt!r}: expected 'auto' or one of {FORMATS}")

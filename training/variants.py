@@ -17,10 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
-from spacy_gner.output import bio_to_spans
-
 from .readers import ENCODING, DataError, Location
-from .records import Record
+from .records import Record, rename_types
 
 Variants = Mapping[str, Sequence[str]]
 
@@ -78,8 +76,8 @@ def vary_labels(record: Record, variants: Variants, rate: float, rng) -> Record:
             taken.add(names[label])
     if not names:
         return record
-    tags = [tag if tag == "O" else tag[:2] + names.get(tag[2:], tag[2:]) for tag in record.tags]
-    return replace(record, labels=[names.get(label, label) for label in record.labels], tags=tags)
+    renamed = rename_types(record, lambda label: names.get(label, label))
+    return replace(renamed, labels=[names.get(label, label) for label in record.labels])
 
 
 def load_variants(value: str) -> Variants:
@@ -118,7 +116,7 @@ def common_heads(records: Iterable[Record], min_names: int = 3) -> Set[str]:
              if before.lower() in DETERMINERS and word.isalpha() and word.islower()}
     names: Dict[str, Set[str]] = defaultdict(set)
     for record in records:
-        for start, end, _ in bio_to_spans(record.tags):
+        for start, end, _ in record.spans():
             head = head_word(record.words[start:end])
             if head in lower:
                 names[head].add(" ".join(record.words[start:end]))
@@ -130,14 +128,12 @@ def add_head_type(record: Record, heads: Set[str], rate: float, rng: random.Rand
     a type of its own: the entities of one type with that head are retagged with it, the
     other entities keep their types. A head that is already a type is not offered."""
     spans = [(start, end, label, head_word(record.words[start:end]))
-             for start, end, label in bio_to_spans(record.tags)]
+             for start, end, label in record.spans()]
     candidates = sorted({(head, label) for _, _, label, head in spans
                          if head in heads and head not in record.labels})
     if not candidates or rng.random() >= rate:
         return record
     chosen = rng.choice(candidates)
-    tags = list(record.tags)
-    for start, end, label, head in spans:
-        if (head, label) == chosen:
-            tags[start:end] = ["B-" + head] + ["I-" + head] * (end - start - 1)
-    return replace(record, labels=record.labels + [chosen[0]], tags=tags)
+    retagged = record.with_spans((start, end, head if (head, label) == chosen else label)
+                                 for start, end, label, head in spans)
+    return replace(retagged, labels=record.labels + [chosen[0]])

@@ -6,22 +6,26 @@ import re
 
 import pytest
 import spacy
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example
 from support import scripted_config
 from toy_data import COMPANIES, PEOPLE_AND_PLACES, write_bio_dataset
 
 from spacy_gner.component import RAW_OUTPUT_KEY
 from training.evaluate import (
     average,
+    inner,
     load_datasets,
     main,
+    markdown_report,
     markdown_table,
     model_names,
+    nested_scores,
     predict,
     raw_tags,
     score,
 )
-from training.prepare import write_gner_jsonl
+from training.prepare import record_doc, write_gner_jsonl
 from training.records import Record
 
 PLACES_LABELS = ["person", "location"]
@@ -252,3 +256,67 @@ def test_command_line_writes_metrics_json_and_markdown(data, tmp_path, capsys):
     assert table.count("| pipeline |") == 2 and table in out + "\n"
     f1 = 100 * metrics["pipeline"]["datasets"]["places"]["paper"]["f1"]
     assert re.search(rf"pipeline on places: 3 sentences in \d+ s, F1 {f1:.1f}\n", out)  # progress
+
+
+# --- nested entities ----------------------------------------------------------------------
+
+# "IL-2 gene expression in T cells": the DNA "IL-2 gene" holds the protein "IL-2".
+NESTED = Record("IL-2 gene expression in T cells".split(),
+                ["B-DNA", "I-DNA", "O", "O", "B-cell type", "I-cell type"],
+                ["protein", "DNA", "cell type"], "genia", "0", "test",
+                entities=[(0, 2, "DNA"), (0, 1, "protein"), (4, 6, "cell type")])
+
+
+def nested_example(record: Record, candidates, key: str = "gner") -> Example:
+    """An Example of the record's gold Doc and a prediction whose gner candidates are the
+    (start, end, type, score) of `candidates`."""
+    gold = record_doc(record, spacy.blank("en").vocab)
+    predicted = Doc(gold.vocab, words=[t.text for t in gold])
+    spans = [Span(predicted, start, end, label) for start, end, label, _ in candidates]
+    confidences = [confidence for *_, confidence in candidates]
+    predicted.spans[key] = SpanGroup(predicted, name=key, spans=spans, attrs={"scores": confidences})
+    return Example(predicted, gold)
+
+
+def test_nested_scores_count_all_entities_and_the_inner_ones_apart():
+    # the outer DNA and the cell type found, the inner protein missed, a wrong T: 2 right of 3
+    # predicted and 3 gold over all; no inner one predicted, so inner recall 0
+    missed = nested_example(NESTED, [(0, 2, "DNA", 0.9), (4, 6, "cell type", 0.8), (4, 5, "protein", 0.7)])
+    scores = nested_scores([missed])
+    assert scores["all"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+    assert scores["inner"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # the wrong "T" is inside the predicted cell type: a predicted inner entity, wrong
+    assert nested_scores([missed], threshold=0.75)["all"] == {"precision": 1.0, "recall": 2 / 3,
+                                                              "f1": pytest.approx(0.8)}
+    found = nested_example(NESTED, [(0, 2, "DNA", 0.9), (0, 1, "protein", 0.6), (4, 6, "cell type", 0.8)])
+    assert nested_scores([found])["inner"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert nested_scores([found], threshold=0.7)["inner"]["recall"] == 0.0  # below the threshold
+    both = nested_scores([missed, found])
+    assert both["inner"] == pytest.approx({"precision": 1 / 2, "recall": 1 / 2, "f1": 1 / 2})
+    flat = Record(NESTED.words, NESTED.tags, NESTED.labels, "flat", "1")
+    assert nested_scores([nested_example(flat, [(0, 2, "DNA", 0.9)])]) is None  # no nesting
+
+
+def test_nested_data_is_scored_nested_and_reported(fixtures, tmp_path):
+    """A flat prediction of nested data, through the pipeline: the outer entities only."""
+    [(name, records)] = load_datasets([fixtures / "genia-sample.jsonl"], label_order="fixed")
+    assert name == "genia" and records[0].labels == ["protein", "DNA", "RNA", "cell type", "cell line"]
+    assert sum(len(inner(set(r.entities))) for r in records) == 17  # nested entities kept
+    nlp = scripted_pipeline(None)
+    nlp.get_pipe("gner").generator.gazetteer = {("IL-2", "gene"): "DNA", ("T", "cells"): "cell type"}
+    scores = score(predict(nlp, [NESTED]))
+    assert scores["nested"]["all"] == {"precision": 1.0, "recall": 2 / 3, "f1": 0.8}
+    assert scores["nested"]["inner"]["recall"] == 0.0
+    assert scores["spacy"]["recall"] == 1.0  # doc.ents: the outermost, all found
+    assert scores["thresholds"]["0.5"]["recall"] == pytest.approx(2 / 3)  # nested gold counts
+    flat = Record(["Mary"], ["B-person"], ["person"], "d", "0")
+    assert "nested" not in score(predict(scripted_pipeline(), [flat]))
+    report = markdown_report({"after": {"datasets": {"genia": scores}, "average": {}}})
+    assert "### after: nested entities" in report
+    assert "| genia | 100.0 | 66.7 | 80.0 | 0.0 | 0.0 | 0.0 |" in report
+
+
+def test_an_unknown_output_format_is_refused(data, capsys):
+    with pytest.raises(SystemExit):
+        main(["smollm2", "--data", str(data / "places"), "--output-format", "json"])
+    assert "Unknown output format 'json'" in capsys.readouterr().err

@@ -18,10 +18,12 @@ from support import LABELS, sentencepiece_checkpoint, train_sentencepiece
 from transformers import AutoTokenizer, TrainerCallback
 
 from spacy_gner.compat import checkpointing
-from spacy_gner.decoding import word_units
+from spacy_gner.decoding import CopyState
+from spacy_gner.formats import InlineBracket, InlineXML, WordTag
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import smollm2_path
 from spacy_gner.generators import Request
+from spacy_gner.output import bio_to_spans
 from spacy_gner.prompt import build_prompt, build_target, encode_prompts
 from training.finetune import (
     IGNORE_INDEX,
@@ -139,19 +141,38 @@ def test_examples_over_the_length_limits_are_left_out(tiny_t5, caplog):
 # --- training tokens = inference tokens ----------------------------------------------------
 
 
-def target_tokens(tokenizer, words, tags, labels):
+FORMATS = [WordTag(), InlineBracket(), InlineXML()]
+FORMAT_IDS = ["word_tag", "bracket", "xml"]
+
+
+def target_tokens(tokenizer, words, tags, labels, fmt=WordTag()):
     """(trained, forced): the target tokens `encode` puts after the prompt (before EOS), and
-    the units copy-aware decoding forces for the same tags, one after another."""
-    prompt, target = build_prompt(words, labels), build_target(words, tags)
+    the tokens copy-aware decoding forces for the same entities (a path through the format's
+    lattice that reads them; nested formats also get an entity inside each longer one)."""
+    spans = bio_to_spans(tags)
+    if fmt.nests:
+        spans += [(start, start + 1, label) for start, end, label in spans if end - start > 1]
+    target = fmt.target(words, spans) if fmt.nests else build_target(words, tags)
+    prompt = build_prompt(words, labels, None, fmt)
     [feature] = encode(tokenizer, [(prompt, target)], encoder_decoder=False, prompt_format="inst",
                        max_source_length=100_000, max_target_length=100_000)
     [source] = encode_prompts(tokenizer, [prompt], "inst")
     assert feature["input_ids"][: len(source)] == source
     assert feature["input_ids"][-1] == tokenizer.eos_token_id
-    units = word_units(tokenizer, Request(tuple(words), tuple(labels)))
-    assert units is not None, words
-    forced = [token for unit, tag in zip(units, tags) for token in unit[tag]]
-    return feature["input_ids"][len(source) : -1], forced
+    trained = feature["input_ids"][len(source) : -1]
+    lattice = fmt.lattice(tokenizer, Request(tuple(words), tuple(labels)))
+    assert lattice is not None, words
+    state = CopyState(lattice)
+    for token in trained:
+        if token not in state.allowed():
+            break
+        state.step(token)
+    assert state.done, words
+    if fmt.nests:
+        assert sorted(span[:3] for span in fmt.spans(state.actions, state.probs)) == sorted(spans), words
+    else:
+        assert state.actions == list(tags), words
+    return trained, state.tokens
 
 
 def tagged_sentences(count: int = 40):
@@ -182,11 +203,17 @@ def llama_sentencepiece(tmp_path_factory):
     return tokenizer
 
 
-def test_llama_style_training_tokens_are_the_forced_tokens_and_the_references(llama_sentencepiece):
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_llama_style_training_tokens_are_the_forced_tokens(llama_sentencepiece, fmt):
+    for words, tags, labels in tagged_sentences():
+        trained, forced = target_tokens(llama_sentencepiece, words, tags, labels, fmt)
+        assert trained == forced, words
+
+
+def test_llama_style_word_tag_training_tokens_are_the_references(llama_sentencepiece):
     tokenizer = llama_sentencepiece
     for words, tags, labels in tagged_sentences():
-        trained, forced = target_tokens(tokenizer, words, tags, labels)
-        assert trained == forced, words
+        trained, _ = target_tokens(tokenizer, words, tags, labels)
         # and they are what the reference trains GNER-LLaMA on: after the prompt's tokens in
         # `[INST] prompt [/INST] target` tokenized as one string (the first word as "▁John")
         prompt = f"[INST] {build_prompt(words, labels)} [/INST]"
@@ -196,10 +223,11 @@ def test_llama_style_training_tokens_are_the_forced_tokens_and_the_references(ll
 
 
 @pytest.mark.slow
-def test_smollm2_training_tokens_are_the_forced_tokens():
+@pytest.mark.parametrize("fmt", FORMATS, ids=FORMAT_IDS)
+def test_smollm2_training_tokens_are_the_forced_tokens(fmt):
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path())
     for words, tags, labels in tagged_sentences():
-        trained, forced = target_tokens(tokenizer, words, tags, labels)
+        trained, forced = target_tokens(tokenizer, words, tags, labels, fmt)
         assert trained == forced, words
 
 

@@ -4,6 +4,7 @@ import shutil
 import spacy
 from support import LABELS, TRAIN_WORDS
 
+from spacy_gner.formats import InlineBracket
 from spacy_gner.pipeline import load_pipeline
 from training.package import main
 
@@ -49,3 +50,11 @@ def test_package_adds_gner_to_a_base_pipeline(tiny_llama, tmp_path):
     with nlp.select_pipes(disable=["gner"]):  # the base's trained components are untouched
         assert [(e.text, e.label_) for e in nlp(text).ents] == [
             (e.text, e.label_) for e in base(text).ents]
+
+
+def test_package_saves_the_output_format_the_model_was_trained_on(tiny_llama, tmp_path):
+    main([str(tiny_llama), str(tmp_path / "pipeline"), "--labels", *LABELS, "--output-format", "bracket"])
+    nlp = spacy.load(tmp_path / "pipeline")
+    assert isinstance(nlp.get_pipe("gner").generator.output_format, InlineBracket)
+    assert nlp.config["components"]["gner"]["generator"]["output_format"]["@gner_formats"] == (
+        "spacy-gner.InlineBracket.v1")

@@ -1,5 +1,6 @@
 """Regularisation, the writers and the command line of training.prepare."""
 import argparse
+import gzip
 import json
 import subprocess
 import sys
@@ -9,9 +10,12 @@ from pathlib import Path
 import pytest
 import spacy
 
+from spacy_gner.formats import get_format
 from spacy_gner.prompt import build_prompt, build_target
+from training.evaluate import inner
 from training.prepare import (
     CROSSNER_LABEL_MAP,
+    GOLD_SPANS,
     TRAINING_POOL,
     add_external_types,
     cap_per_dataset,
@@ -23,11 +27,12 @@ from training.prepare import (
     parse_cap,
     prepare_records,
     present_types,
+    record_doc,
     shuffle_labels,
     write_docbin,
     write_gner_jsonl,
 )
-from training.readers import read_bio_dir, read_docbin, read_gner_jsonl
+from training.readers import read_bio_dir, read_docbin, read_genia, read_gner_jsonl
 from training.records import Record
 from toy_data import COMPANIES, PEOPLE_AND_PLACES, write_bio_dataset
 
@@ -99,6 +104,86 @@ def test_docbin_round_trip(fixtures, tmp_path):
     assert docs[0].text == "Mary flew to New York"
     entities = [(e.text, e.label_) for e in docs[0].ents]
     assert entities == [("Mary", "person"), ("New York", "location")]
+
+
+def test_nested_entities_go_to_a_span_group_of_the_docbin_and_come_back(fixtures, tmp_path):
+    records = list(read_genia(fixtures / "genia-sample.jsonl", "dev"))
+    doc = record_doc(records[1], spacy.blank("en").vocab)
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("phytohemagglutinin ( PHA ) activated peripheral blood lymphocytes", "cell line"),
+        ("PBL", "cell type")]
+    assert [(s.text, s.label_) for s in doc.spans[GOLD_SPANS]] == [
+        ("phytohemagglutinin ( PHA ) activated peripheral blood lymphocytes", "cell line"),
+        ("phytohemagglutinin", "protein"), ("PHA", "protein"), ("PBL", "cell type")]
+    assert GOLD_SPANS not in record_doc(record("0"), doc.vocab).spans  # flat data: no group
+    write_docbin(records, tmp_path / "genia.spacy")
+    back = list(read_docbin(tmp_path / "genia.spacy", labels=records[0].labels))
+    assert [(r.words, r.tags, r.entities) for r in back] == [(r.words, r.tags, r.entities) for r in records]
+    write_gner_jsonl(records, tmp_path / "genia.jsonl")
+    assert list(read_gner_jsonl(tmp_path / "genia.jsonl")) == records
+
+
+# --- output formats -----------------------------------------------------------------------
+
+
+def test_word_tag_output_is_byte_identical_to_the_reference(tmp_path):
+    """The reference's prompts and targets, by default as with --output-format word_tag."""
+    with gzip.open(Path(__file__).parents[1] / "fixtures" / "crossner-reference-prompts.jsonl.gz",
+                   "rt", encoding="utf-8") as file:
+        reference = [json.loads(line) for line in file][:200]
+    (tmp_path / "reference.jsonl").write_text(
+        "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in reference), encoding="utf-8")
+    main([str(tmp_path / "reference.jsonl"), "--jsonl", str(tmp_path / "default.jsonl")])
+    main([str(tmp_path / "reference.jsonl"), "--output-format", "word_tag",
+          "--jsonl", str(tmp_path / "word_tag.jsonl")])
+    written = (tmp_path / "word_tag.jsonl").read_bytes()
+    assert written == (tmp_path / "default.jsonl").read_bytes()
+    for line, item in zip(written.decode("utf-8").splitlines(), reference, strict=True):
+        instance, expected = json.loads(line)["instance"], item["instance"]
+        assert instance["instruction_inputs"] == expected["instruction_inputs"]
+        assert instance["prompt_labels"] == expected["prompt_labels"]
+
+
+def test_word_tag_targets_of_nested_data_tag_the_outermost(fixtures, tmp_path):
+    main([str(fixtures / "genia-sample.jsonl"), "--jsonl", str(tmp_path / "out.jsonl")])
+    for line, record in zip((tmp_path / "out.jsonl").read_text().splitlines(),
+                            read_genia(fixtures / "genia-sample.jsonl", "train"), strict=True):
+        instance = json.loads(line)["instance"]
+        assert instance["prompt_labels"] == build_target(record.words, record.tags)
+        assert instance["instruction_inputs"] == build_prompt(record.words, record.labels)
+        assert [tuple(span) for span in instance["entities"]] == record.entities
+
+
+BRACKET_NESTING = ("[ [ [ NF kappa B | protein ] | DNA ] and [ [ NFAT-1 | protein ] deletion "
+                   "| DNA ] | DNA ]")
+XML_NESTING = ("<DNA> <DNA> <protein> NF kappa B </protein> </DNA> and <DNA> <protein> NFAT-1 "
+               "</protein> deletion </DNA> </DNA>")
+
+
+@pytest.mark.parametrize("name, nesting", [("bracket", BRACKET_NESTING), ("xml", XML_NESTING),
+                                           ("spacy-gner.InlineXML.v1", XML_NESTING)])
+def test_inline_targets_parse_back_to_every_nested_entity(fixtures, tmp_path, name, nesting):
+    main([str(fixtures / "genia-sample.jsonl"), "--output-format", name,
+          "--jsonl", str(tmp_path / "out.jsonl")])
+    output_format = get_format(name)
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    records = list(read_genia(fixtures / "genia-sample.jsonl", "train"))
+    assert len(lines) == len(records) == 30
+    for line, record in zip(lines, records):
+        instance = line["instance"]
+        assert instance["instruction_inputs"] == build_prompt(record.words, record.labels, None,
+                                                              output_format)
+        parsed = output_format.parse(instance["words"], instance["prompt_labels"], line["label_list"])
+        assert sorted(parsed) == sorted(record.entities)
+    assert sum(len(inner(set(r.entities))) for r in records) == 17  # inner ones among them
+    # two deep, and one span with two types
+    assert nesting in lines[-1]["instance"]["prompt_labels"]
+
+
+def test_an_unknown_output_format_is_refused(fixtures, capsys):
+    with pytest.raises(SystemExit):
+        main([str(fixtures / "genia-sample.jsonl"), "--output-format", "json"])
+    assert "Unknown output format 'json'" in capsys.readouterr().err
 
 
 # --- regularisation -----------------------------------------------------------------------
@@ -173,6 +258,19 @@ def test_present_types_offers_only_the_types_tagged_in_order_of_mention():
                       ["person", "animal", "city"], "toy", "0")
     assert present_types(sentence).labels == ["city", "person"]
     assert present_types(record("1", labels=TYPES)).tags == record("1").tags
+    nested = Record(["IL-2", "gene", "and", "Ada"], ["B-DNA", "I-DNA", "O", "B-person"],
+                    ["person", "RNA", "protein", "DNA"], "toy", "2",
+                    entities=[(0, 2, "DNA"), (0, 1, "protein"), (3, 4, "person")])
+    assert present_types(nested).labels == ["DNA", "protein", "person"]  # inner types too
+
+
+def test_dropping_an_outer_type_makes_the_inner_entities_outermost():
+    nested = Record(["IL-2", "gene"], ["B-DNA", "I-DNA"], ["protein", "DNA"], "genia", "0",
+                    entities=[(0, 2, "DNA"), (0, 1, "protein")])
+    [prepared] = prepare_records([nested], label_map=exclusion_map(["DNA"]))
+    assert (prepared.labels, prepared.tags, prepared.entities) == (
+        ["protein"], ["B-protein", "O"], [(0, 1, "protein")])
+    prepared.validate()
 
 
 def test_clashing_types_are_no_negatives():

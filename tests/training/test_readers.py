@@ -15,12 +15,13 @@ from training.readers import (
     read_bio_dir,
     read_bio_dirs,
     read_docbin,
+    read_genia,
     read_gner_jsonl,
     read_open_type,
     read_pile_ner,
     read_records,
 )
-from training.records import Record
+from training.records import Record, rename_types
 
 
 def write(path: Path, text: str) -> Path:
@@ -46,6 +47,38 @@ def test_record_validate():
         Record(["Ada"], ["B-city"], ["person"], "d", "0").validate()
     with pytest.raises(ValueError, match="'X-person'"):
         Record(["Ada"], ["X-person"], ["person"], "d", "0").validate()
+
+
+def nested_record(**changes) -> Record:
+    """"IL-2 gene expression": the DNA "IL-2 gene" holds the protein "IL-2"."""
+    fields = dict(words=["IL-2", "gene", "expression"], tags=["B-DNA", "I-DNA", "O"],
+                  labels=["protein", "DNA"], dataset="d", id="0",
+                  entities=[(0, 2, "DNA"), (0, 1, "protein")])
+    return Record(**{**fields, **changes})
+
+
+def test_record_with_nested_entities():
+    record = nested_record()
+    record.validate()
+    assert record.spans() == [(0, 2, "DNA"), (0, 1, "protein")]
+    assert nested_record(entities=None).spans() == [(0, 2, "DNA")]  # the tags' entities
+    with pytest.raises(ValueError, match="not those of the outermost"):
+        nested_record(tags=["B-protein", "O", "O"]).validate()
+    with pytest.raises(ValueError, match=r"\(1, 4, 'DNA'\) is not a span of the 3 words"):
+        nested_record(entities=[(0, 2, "DNA"), (1, 4, "DNA")]).validate()
+    with pytest.raises(ValueError, match=r"\(1, 1, 'DNA'\) is not a span"):
+        nested_record(entities=[(0, 2, "DNA"), (1, 1, "DNA")]).validate()
+    with pytest.raises(ValueError, match="'RNA'\\) is not of a type"):
+        nested_record(entities=[(0, 2, "DNA"), (0, 1, "RNA")]).validate()
+
+
+def test_renaming_types_keeps_nesting_and_retags_the_outermost():
+    renamed = rename_types(nested_record(), {"DNA": "gene"}.get)  # protein -> None: dropped
+    assert (renamed.entities, renamed.tags) == ([(0, 2, "gene")], ["B-gene", "I-gene", "O"])
+    inner = rename_types(nested_record(), {"protein": "protein"}.get)  # the outer one dropped
+    assert (inner.entities, inner.tags) == ([(0, 1, "protein")], ["B-protein", "O", "O"])
+    flat = rename_types(nested_record(entities=None), {"DNA": "gene"}.get)
+    assert (flat.entities, flat.tags) == (None, ["B-gene", "I-gene", "O"])
 
 
 # --- BIO directories ----------------------------------------------------------------------
@@ -308,6 +341,64 @@ def test_open_type_malformed(tmp_path, ner, problem):
     assert caught.value.location.line == 3
 
 
+# --- GENIA (nested) -----------------------------------------------------------------------
+
+
+def genia_line(tokens, *mentions) -> str:
+    return json.dumps({"tokens": tokens, "entity_mentions": [
+        {"start": start, "end": end, "entity_type": kind} for start, end, kind in mentions]})
+
+
+def test_genia_keeps_nested_entities_and_tags_the_outermost(fixtures):
+    stats = SpanStats()
+    records = list(read_genia(fixtures / "genia-sample.jsonl", "dev", stats=stats))
+    assert len(records) == 30 and stats.tagged == 100 and stats.overlapping == 0
+    assert {(r.dataset, r.split) for r in records} == {("genia", "dev")}
+    assert records[1].id == "MEDLINE:93061407-1"
+    assert all(r.labels == ["protein", "DNA", "RNA", "cell type", "cell line"] for r in records)
+    # "phytohemagglutinin ( PHA ) activated peripheral blood lymphocytes" holds two proteins
+    assert records[1].entities == [(13, 21, "cell line"), (13, 14, "protein"),
+                                   (15, 16, "protein"), (22, 23, "cell type")]
+    assert records[1].tags[12:24] == ["O", "B-cell line"] + ["I-cell line"] * 7 + ["O", "B-cell type", "O"]
+    # two deep (NFAT-1 in "NFAT-1 deletion" in "NF kappa B and NFAT-1 deletion"), and one
+    # span with two types: all kept
+    last = records[-1]
+    assert {(6, 12, "DNA"), (6, 9, "DNA"), (6, 9, "protein"), (10, 12, "DNA"),
+            (10, 11, "protein")} <= set(last.entities)
+    assert last.tags[6:12] == ["B-DNA"] + ["I-DNA"] * 5
+    types = {label for r in records for _, _, label in r.entities}
+    assert types == {"protein", "DNA", "RNA", "cell type", "cell line"}  # renamed from cell_type, ...
+
+
+def test_genia_crossing_mentions_keep_the_longer_and_duplicates_are_dropped(tmp_path):
+    path = write(tmp_path / "g.jsonl", genia_line(
+        ["a", "b", "c", "d"], (0, 2, "protein"), (1, 4, "DNA"), (1, 4, "DNA"), (2, 3, "RNA")) + "\n")
+    stats = SpanStats()
+    [record] = read_genia(path, stats=stats)
+    assert record.entities == [(1, 4, "DNA"), (2, 3, "RNA")]
+    assert (record.tags, record.id) == (["O", "B-DNA", "I-DNA", "I-DNA"], "0")
+    assert (stats.tagged, stats.overlapping) == (2, 1)  # the duplicate is not counted
+    assert "'protein' at words 0-1 crosses" in stats.examples[0]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [(genia_line(["a", "b"], (1, 3, "DNA")), r"mention \[1, 3, 'DNA'\] is not a span of the 2 words"),
+     (genia_line(["a", "b"], (1, 1, "DNA")), "is not a span"),
+     (genia_line(["a", "b"], (0, 1, "gene")), "mention type 'gene' is not one of"),
+     (json.dumps({"tokens": ["a"], "entity_mentions": [{"start": 0, "end": 1}]}),
+      "not a GENIA record: missing or bad 'entity_type'"),
+     (json.dumps({"tokens": "a b", "entity_mentions": []}), "'tokens': not a list"),
+     ("{\"tokens\": [", "invalid JSON")],
+)
+def test_genia_malformed_line_is_named_by_file_and_line(tmp_path, line, problem):
+    path = write(tmp_path / "genia.jsonl", genia_line(["a"]) + "\n" + genia_line(["b"]) + "\n" + line + "\n")
+    with pytest.raises(DataError, match=problem) as caught:
+        list(read_genia(path))
+    assert caught.value.location.line == 3
+    assert str(caught.value).startswith(f"{path}, line 3: ")
+
+
 # --- DocBin -------------------------------------------------------------------------------
 
 
@@ -347,11 +438,13 @@ def test_detect_format_and_read_records(fixtures, tmp_path):
         "open-type": fixtures / "open_type.json",
         "docbin": toy_docbin(tmp_path / "toy.spacy"),
         "gner": write(tmp_path / "g.jsonl", gner_line(["Ada"], ["B-person"], ["person"])),
+        "genia": fixtures / "genia-sample.jsonl",
     }
     for fmt, path in paths.items():
         assert detect_format(path) == fmt
         assert list(read_records(path, split="dev", dataset="named"))
     assert {r.split for r in read_records(paths["open-type"], split="dev")} == {"dev"}
+    assert {r.dataset for r in read_records(paths["genia"], split="test")} == {"genia"}
     with pytest.raises(DataError, match="cannot tell the format"):
         detect_format(write(tmp_path / "x.json", "[]"))
     with pytest.raises(ValueError, match="Unknown format"):

@@ -96,6 +96,7 @@ def test_project_file_documents_and_lists_the_workflow(tmp_path):
     dry = spacy_project("run", "all", ".", "--dry", cwd=tmp_path)
     assert "training.package training/models/gner-default training/pipelines/gner-default" in dry
     assert "training.finetune --model smollm2 " in dry
+    assert dry.count("--output-format bracket") == 4  # prepare, calibrate, package, evaluate before
     multi = spacy_project("run", "finetune-multi-gpu", ".", "--dry", "--vars.n_gpus", "4",
                           cwd=tmp_path)
     assert "torch.distributed.run --nproc_per_node 4 -m training.finetune --model smollm2 " in multi
