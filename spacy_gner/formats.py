@@ -156,10 +156,18 @@ class InlineFormat(OutputFormat):
     def close_text(self, label: str) -> str:
         raise NotImplementedError
 
-    def markup(self) -> "re.Pattern[str]":
-        """A pattern whose matches are markup: group "open" (with "label" where named on
-        opening) or group "close" (with "label")."""
-        raise NotImplementedError
+    # matches of markup: group "open" (with "label" where named on opening), or "close" ("label")
+    markup: "re.Pattern[str]"
+
+    @property
+    def instruction(self) -> str:  # type: ignore[override]
+        """The task and the format, shown by the format's own writing of examples."""
+        example = self.target("Barack Obama visited Paris .".split(), [(0, 2, "person"), (3, 4, "location")])
+        nested = self.target("the Bush administration".split(), [(0, 3, "organization"), (1, 2, "person")])
+        return ("Please analyze the sentence provided and mark every entity in it.\n"
+                "Output format: the sentence word by word, each entity written as "
+                f"{self.target(['words'], [(0, 1, 'type')])}, for example: {example}\n"
+                f"An entity may hold other entities: {nested}.\n")
 
     def target(self, words: Sequence[str], spans: Iterable[Sequence[Any]]) -> str:
         opening: Dict[int, List[Tuple[int, str]]] = {}
@@ -187,7 +195,7 @@ class InlineFormat(OutputFormat):
         found: List[Span] = []
         stack: List[Tuple[int, Optional[str]]] = []
         position = 0
-        for match in self.markup().finditer(text):
+        for match in self.markup.finditer(text):
             predicted += text[position : match.start()].split()
             position = match.end()
             label = " ".join((match.group("label") or "").split()) or None
@@ -244,13 +252,7 @@ class InlineBracket(InlineFormat):
 
     name = "spacy-gner.InlineBracket.v1"
     named_on_open = False
-    instruction = (
-        "Please analyze the sentence provided and mark every entity in it.\n"
-        "Output format: the sentence word by word, each entity written as [ words | type ], "
-        "for example: [ Barack Obama | person ] visited [ Paris | location ] .\n"
-        "An entity may hold other entities: [ the [ Bush | person ] administration | organization ].\n"
-    )
-    _markup = re.compile(r"(?P<open>\[)|(?P<close>\|(?P<label>[^\[\]|]*)\])")
+    markup = re.compile(r"(?P<open>\[)|(?P<close>\|(?P<label>[^\[\]|]*)\])")
 
     def open_text(self, label: Optional[str]) -> str:
         return "["
@@ -258,31 +260,18 @@ class InlineBracket(InlineFormat):
     def close_text(self, label: str) -> str:
         return f"| {label} ]"
 
-    def markup(self) -> "re.Pattern[str]":
-        return self._markup
-
 
 class InlineXML(InlineFormat):
     """`<person> Barack Obama </person> visited <location> Paris </location>`."""
 
     name = "spacy-gner.InlineXML.v1"
-    instruction = (
-        "Please analyze the sentence provided and mark every entity in it.\n"
-        "Output format: the sentence word by word, each entity written as <type> words </type>, "
-        "for example: <person> Barack Obama </person> visited <location> Paris </location> .\n"
-        "An entity may hold other entities: <organization> the <person> Bush </person> "
-        "administration </organization>.\n"
-    )
-    _markup = re.compile(r"<(?:(?P<close>/)|(?P<open>))(?P<label>[^<>/]+)>")
+    markup = re.compile(r"<(?:(?P<close>/)|(?P<open>))(?P<label>[^<>/]+)>")
 
     def open_text(self, label: Optional[str]) -> str:
         return f"<{label}>"
 
     def close_text(self, label: str) -> str:
         return f"</{label}>"
-
-    def markup(self) -> "re.Pattern[str]":
-        return self._markup
 
 
 @registry.gner_formats("spacy-gner.WordTag.v1")
