@@ -2,6 +2,7 @@
 
     python benchmarks/decoding.py --model MODEL_OR_PIPELINE [--n 200] [--batch-size 8]
     python benchmarks/decoding.py --modes C --dtypes float32 bfloat16    # precision options
+    python benchmarks/decoding.py --modes C --draft-tokens 12 --branch-tokens 0   # draft budgets
 
 On the same model, labels and sentences (CrossNER test, from the shipped test fixture), it
 runs, each in a fresh process so peak memory is its own:
@@ -19,6 +20,7 @@ A and B are GNER's word(tag) decoding: for a model trained on another output for
 `benchmarks/formats.py`) only C runs.
 """
 import argparse
+import functools
 import gzip
 import json
 import resource
@@ -152,6 +154,12 @@ def component_runner(model: Path, args: argparse.Namespace, counter: TokenCounte
     gner = nlp.add_pipe("gner", config={"generator": generator, "labels": WARM_LABELS, "store_raw": True})
     nlp.initialize()
     counter.attach(gner.generator.model)
+    budgets = {name: value for name, value in (("draft_tokens", args.draft_tokens),
+                                                ("branch_tokens", args.branch_tokens)) if value is not None}
+    if budgets:  # the component's decoding with other draft budgets
+        from spacy_gner import decoding
+
+        decoding.copy_decode = functools.partial(decoding.copy_decode, **budgets)
 
     def run(sentences: List[Sentence]) -> Tuple[List[List[str]], List[str]]:
         predictions: List[List[str]] = [[] for _ in sentences]
@@ -259,6 +267,9 @@ def main() -> None:
     parser.add_argument("--format", help="mode C's output format (word_tag, bracket, xml), the one the "
                         "model was trained on (default: a pipeline's own, else word_tag); modes A "
                         "and B are the reference's, for word(tag) models (see benchmarks/formats.py)")
+    parser.add_argument("--draft-tokens", type=int, help="mode C's draft length (default: the component's)")
+    parser.add_argument("--branch-tokens", type=int, help="mode C's branch budget per row and pass "
+                        "(default: the component's; 0: drafts without branches)")
     parser.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,14 +1,15 @@
 """Output formats side by side: decoding cost per format, and a GLiNER-shaped encoder as reference.
 
     python benchmarks/formats.py --run word_tag=PIPELINE_A --run bracket=PIPELINE_B [--n 200]
-        [--encoders small base] [--batch-size 8]
+        [--encoders small base] [--batch-size 8] [--branch-tokens 0 4]
 
 Each `--run FORMAT=MODEL` is a model fine-tuned to write that format (a pipeline directory
 trained by the workflow with `--vars.format FORMAT`). On the same CrossNER test sentences and
 label lists (the shipped fixture), each runs through the gner component (copy-aware decoding,
 `benchmarks/decoding.py` mode C, in a fresh process) and prints: sentences/s, the paper's F1
 on these sentences, the tokens fed per sentence against the format's minimum (the
-sentence-specific prompt tokens and the output's), forward passes per sentence, peak memory.
+sentence-specific prompt tokens and the output's), forward passes per sentence, peak memory;
+with `--branch-tokens`, once per branch budget of the drafts (see `spacy_gner.decoding`).
 
 `--encoders` adds reference rows: randomly initialised DeBERTa-v3 encoders of GLiNER's shapes
 (small: 6 layers, base: 12 layers; hidden size 768), reading each sentence with its label
@@ -23,6 +24,7 @@ import resource
 import subprocess
 import sys
 import time
+from itertools import product
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -87,6 +89,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="sentences")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--branch-tokens", nargs="+", type=int, metavar="N",
+                        help="run each format once per branch budget (default: the component's)")
     parser.add_argument("--encoders", nargs="*", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--encoder-child", choices=list(ENCODERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,10 +112,13 @@ def main() -> None:
           "| passes / sentence | peak RSS MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     speeds: Dict[str, float] = {}
-    for name, model in runs:
+    for (name, model), branches in product(runs, args.branch_tokens or [None]):
         command = [sys.executable, str(here / "decoding.py"), "--child", "C", "--model", model,
                    "--format", name, "--n", str(args.n), "--batch-size", str(args.batch_size),
                    "--device", args.device]
+        if branches is not None:
+            command += ["--branch-tokens", str(branches)]
+            name = f"{name} (branches {branches})"
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True)
                             .stdout.strip().splitlines()[-1])
         count = result["sentences"]
@@ -130,9 +137,12 @@ def main() -> None:
         print(f"| GLiNER-{shape}-shaped encoder ({result['dtype']}, random weights) | "
               f"{speeds[f'encoder {shape}']:.2f} | - | {result['tokens'] / count:.0f} | - | - | 1.00 | "
               f"{result['peak_rss_mb']:.0f} |")
-    fastest = max((name for name, _ in runs), key=speeds.get, default=None)
-    if fastest and "word_tag" in speeds and fastest != "word_tag":
-        print(f"{fastest}/word_tag: {speeds[fastest] / speeds['word_tag']:.2f}x sentences/s")
+    decoders = {name: speed for name, speed in speeds.items() if not name.startswith("encoder")}
+    fastest = max(decoders, key=decoders.__getitem__, default=None)
+    word_tag = max((name for name in decoders if name.split()[0] == "word_tag"),
+                   key=decoders.__getitem__, default=None)
+    if fastest and word_tag and fastest != word_tag:
+        print(f"{fastest}/{word_tag}: {speeds[fastest] / speeds[word_tag]:.2f}x sentences/s")
     if fastest and "encoder base" in speeds:
         print(f"{fastest}/GLiNER-base-shaped encoder: {speeds[fastest] / speeds['encoder base']:.2f}x sentences/s")
 

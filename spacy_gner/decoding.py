@@ -3,147 +3,37 @@
 What an output may be is a lattice of options (see `lattices`): per node, the pieces that may
 come next as token ids, e.g. a word's `word(tag)` units, or a word, an entity's opening or its
 closing. Under the copy constraint the model may only choose, token by token, among the
-options still consistent with the tokens written; the loop here knows nothing of formats.
+options still consistent with the tokens written (a `CopyState`, see `copy_state`, walks
+one output through its lattice); the loop here knows nothing of formats.
 
 Draft and verify: the next tokens of the output are drafted by the likeliest options (the
 first at each node: no entity, unless hinted), one forward pass (reusing the KV cache of the
 accepted prefix) scores the draft, the draft is accepted up to the first token where the
 model's best allowed token differs, that token is taken instead, and drafting starts again
 from there. The scores of the draft past that point are not wasted: they show which options
-the model would take at later nodes, and the next draft takes them (Jacobi-style hints). The
-result is what greedy decoding restricted to the allowed tokens gives, in about one forward
-pass per entity instead of one per token; only the allowed tokens' rows of the output layer
-are computed.
+the model would take at later nodes, and the next draft takes them (Jacobi-style hints).
+Where a rejection would lead to a choice among several options (an entity's closing, then
+its type), a draft also carries branches: the first token of those options, read beside the
+draft token it would replace (rolling rows only: their attention follows each token's own
+history), so that one pass shows both whether the model leaves the draft there and which of
+the options it would then take. The result is what greedy decoding restricted to the allowed
+tokens gives, in about one forward pass per decision instead of one per token; only the
+allowed tokens' rows of the output layer are computed.
 """
-import math
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoderCache
 
 from .compat import dynamic_cache, init_cache, layer_states, output_cache, uses_rope, with_cache
-from .lattices import Lattice, Option
+from .copy_state import Branch, CopyState, Scores
+from .lattices import Lattice
 
 DRAFT_TOKENS = 16  # the tokens a pass drafts (see `draft_width`)
-
-
-class CopyState:
-    """Where one output stands in its lattice: the node, the tokens of the current option
-    written so far, the options still possible, the options taken before (their actions)
-    with their probabilities, and hints: the options the model favoured at later nodes when
-    it last read them in a draft."""
-
-    def __init__(self, lattice: Lattice) -> None:
-        self.lattice = lattice
-        self.node: Hashable = lattice.start
-        self.options: List[Option] = lattice.options(self.node)
-        self.alive: List[int] = list(range(len(self.options)))
-        self.position = 0
-        self.actions: List[Hashable] = []
-        self.probs: List[float] = []  # per option taken: the model's probability of it
-        self.tokens: List[int] = []
-        self._logprob = 0.0  # of the current option so far
-        self.hints: Dict[Hashable, List[int]] = {}
-        self._plan: List[Tuple[Hashable, int, int]] = []  # the last draft: (node, option, start)
-
-    @property
-    def done(self) -> bool:
-        return not self.options
-
-    @property
-    def remaining(self) -> int:
-        """The most tokens the rest of the output may take."""
-        return self.lattice.bound(self.node) - self.position
-
-    def allowed(self) -> List[int]:
-        """The tokens that may come next (none when the output is complete)."""
-        options, position = self.options, self.position
-        return sorted({options[i].tokens[position] for i in self.alive})
-
-    def guess(self, node: Hashable, candidates: Sequence[int]) -> int:
-        """The option a draft takes at a node among `candidates`: the first hinted, else the
-        first (the lattice lists the options without a new entity first)."""
-        hinted = self.hints.get(node, ())
-        return next((i for i in candidates if i in hinted), candidates[0])
-
-    def draft(self, limit: int) -> List[int]:
-        """At most `limit` tokens of the rest of the output: at each node from here on, the
-        option `guess` takes."""
-        self._plan = []
-        tokens: List[int] = []
-        node, candidates, skip = self.node, self.alive, self.position
-        while candidates and len(tokens) < limit:
-            choice = self.guess(node, candidates)
-            option = self.lattice.options(node)[choice]
-            self._plan.append((node, choice, len(tokens) - skip))
-            tokens.extend(option.tokens[skip:])
-            node, skip = option.next, 0
-            candidates = range(len(self.lattice.options(node)))  # type: ignore[assignment]
-        return tokens[:limit]
-
-    def step(self, token: int, logprob: float = 0.0) -> None:
-        """Write the next token, whose log-probability among the allowed tokens is `logprob`."""
-        options, position = self.options, self.position
-        self.alive = [i for i in self.alive if options[i].tokens[position] == token]
-        if not self.alive:
-            raise ValueError(f"token {token} is not allowed after {self.tokens}")
-        self.tokens.append(token)
-        self.position += 1
-        self._logprob += logprob
-        finished = next((i for i in self.alive if len(options[i].tokens) == self.position), None)
-        if finished is not None:
-            option = options[finished]
-            self.actions.append(option.action)
-            self.probs.append(math.exp(self._logprob))
-            self._logprob = 0.0
-            self.hints.pop(self.node, None)
-            self.node, self.position = option.next, 0
-            self.options = self.lattice.options(self.node)
-            self.alive = list(range(len(self.options)))
-
-    def verify(self, draft: Sequence[int], scores: "Scores") -> int:
-        """Take the draft up to the first token where the model's best allowed token differs
-        and take that token instead (or, when the whole draft holds, one more token): the
-        number of draft tokens accepted. Position k of `scores` scores draft token k; there
-        is one position more than the draft. Where the draft was rejected, the scores
-        of the later nodes it held still give hints for their next draft."""
-        for accepted, token in enumerate(draft):
-            choice = scores.choose(accepted, self.allowed())
-            self.step(*choice)
-            if choice[0] != token:
-                self._read_hints(scores, accepted)
-                return accepted
-        if not self.done:
-            self.step(*scores.choose(len(draft), self.allowed()))
-        return len(draft)
-
-    def follow(self, tokens: Sequence[int], scores: "Scores") -> None:
-        """Write `tokens` whatever the model prefers, with their probabilities: position k of
-        `scores` scores token k."""
-        for position, token in enumerate(tokens):
-            self.step(token, scores.logprob(position, self.allowed(), token))
-
-    def _read_hints(self, scores: "Scores", rejected: int) -> None:
-        """For each drafted node after the rejected token: the options consistent with the
-        model's choices along its drafted option, up to where it left the draft."""
-        for node, choice, start in self._plan:
-            if start <= rejected:
-                continue
-            options = self.lattice.options(node)
-            kept = list(range(len(options)))
-            for position, token in enumerate(options[choice].tokens):
-                if start + position >= len(scores):
-                    break
-                kept = [i for i in kept if len(options[i].tokens) > position]
-                best = scores.best(start + position, sorted({options[i].tokens[position] for i in kept}))
-                kept = [i for i in kept if options[i].tokens[position] == best]
-                if best != token:
-                    break
-            if len(kept) < len(options):
-                self.hints[node] = kept
+BRANCH_TOKENS = 4  # of those, at most this many are branches (see `CopyState.draft`)
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "torch.Tensor"]:
@@ -155,43 +45,6 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "to
         ids.append([pad_id] * fill + list(row) if left else list(row) + [pad_id] * fill)
         mask.append([0] * fill + [1] * len(row) if left else [1] * len(row) + [0] * fill)
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-
-
-class Scores:
-    """The model's scores for the positions of one row's draft, over a vocabulary subset:
-    `columns` maps a token id to its column (None: the full vocabulary)."""
-
-    def __init__(self, logits: torch.Tensor, columns: Optional[Dict[int, int]]) -> None:
-        self.logits = logits
-        self.columns = columns
-
-    def __len__(self) -> int:
-        return self.logits.shape[0]
-
-    def _row(self, position: int, allowed: List[int]) -> torch.Tensor:
-        index = [self.columns[t] for t in allowed] if self.columns is not None else allowed
-        return self.logits[position, index]
-
-    def best(self, position: int, allowed: List[int]) -> int:
-        """The allowed token the model scores highest at a position."""
-        if len(allowed) == 1:
-            return allowed[0]
-        return allowed[int(torch.argmax(self._row(position, allowed)))]
-
-    def choose(self, position: int, allowed: List[int]) -> Tuple[int, float]:
-        """The best allowed token at a position, and its log-probability among them."""
-        if len(allowed) == 1:
-            return allowed[0], 0.0
-        row = self._row(position, allowed)
-        best = int(torch.argmax(row))
-        return allowed[best], float(row[best] - torch.logsumexp(row, 0))
-
-    def logprob(self, position: int, allowed: List[int], token: int) -> float:
-        """The log-probability of an allowed token among the allowed tokens at a position."""
-        if len(allowed) == 1:
-            return 0.0
-        row = self._row(position, allowed)
-        return float(row[allowed.index(token)] - torch.logsumexp(row, 0))
 
 
 @contextmanager
@@ -435,16 +288,26 @@ class _InPlaceRows(Cache):
     def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:
         return int(self.lengths.max()) if len(self.lengths) else 0
 
-    def mask(self, feeds: Sequence[int], length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def mask(self, feeds: Sequence[int], length: int,
+             branches: Sequence[Sequence[int]] = ()) -> Tuple[torch.Tensor, torch.Tensor]:
         """The 4D attention mask and the position ids of a pass feeding `length` tokens a row
         (of which the first `feeds[row]` are real and written; the padding after them only
-        reads)."""
-        positions = self.lengths[:, None] + torch.arange(length)
+        reads). The last `len(branches[row])` real tokens of a row are branches: branch j
+        comes after the first `branches[row][j]` tokens of the row's pass and sees only
+        those (and itself)."""
+        slots = self.lengths[:, None] + torch.arange(length)
+        positions, seen = slots.clone(), slots.clone()  # seen: the last slot read in order
+        for row, starts in enumerate(branches):
+            first = feeds[row] - len(starts)
+            for j, before in enumerate(starts):
+                positions[row, first + j] = self.lengths[row] + before
+                seen[row, first + j] = self.lengths[row] + before - 1
         self._starts, self._feeds = self.lengths.tolist(), list(feeds)
         self._width = max(start + fed for start, fed in zip(self._starts, self._feeds))
         if self._width > self.capacity:
             raise ValueError(f"a row would hold {self._width} positions, more than {self.capacity}")
-        mask = torch.arange(self._width)[None, None, :] <= positions[:, :, None]
+        columns = torch.arange(self._width)[None, None, :]
+        mask = (columns <= seen[:, :, None]) | (columns == slots[:, :, None])
         return mask[:, None], positions
 
     def advance(self, rows: List[int], counts: List[int]) -> None:
@@ -553,18 +416,26 @@ class _Batch:
             self.pending = [list(prompt[length:]) for prompt, (_, length) in zip(prompts, starts)]
             self.rows = _RowCache.from_prefixes(starts)
 
-    def forward(self, takes: Sequence[int], drafts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Feed each row the first `takes[row]` of its pending tokens, then its draft: rows x
-        (longest draft + 1) x vocabulary, where position k of row r scores token k of its
-        draft (the positions past a short draft are padding)."""
+    def forward(self, takes: Sequence[int], drafts: Sequence[Sequence[int]],
+                branches: Sequence[Sequence[Branch]] = ()) -> torch.Tensor:
+        """Feed each row the first `takes[row]` of its pending tokens, then its draft, then
+        its draft's branches (rolling rows only): rows x (longest draft + 1 + most branches) x
+        vocabulary, where position k of row r scores token k of its draft and position
+        `len(draft) + 1 + j` what follows its branch j (other positions are padding)."""
         model, device = self.model, self.model.device
-        feeds = [pending[:take] + list(draft)
-                 for pending, take, draft in zip(self.pending, takes, drafts)]
+        branches = branches or [()] * len(drafts)
+        feeds = [pending[:take] + list(draft) + [branch.token for branch in row_branches]
+                 for pending, take, draft, row_branches in zip(self.pending, takes, drafts, branches)]
         length = max(len(feed) for feed in feeds)
         input_ids = torch.full((len(feeds), length), self.pad_id, dtype=torch.long)
         for row, feed in enumerate(feeds):
             input_ids[row, : len(feed)] = torch.tensor(feed)
-        mask, positions = self.rows.mask([len(feed) for feed in feeds], length)
+        fed = [len(feed) for feed in feeds]
+        if any(branches):
+            mask, positions = self.rows.mask(fed, length, [[take + branch.at for branch in row_branches]
+                                                           for take, row_branches in zip(takes, branches)])
+        else:
+            mask, positions = self.rows.mask(fed, length)
         if self.seq2seq:
             logits = model(
                 encoder_outputs=self.encoder_outputs,
@@ -583,9 +454,11 @@ class _Batch:
                 **with_cache(self.rows.cache),
             ).logits
         # each row's scores start where its pending tokens end: only those go to the CPU
-        firsts = torch.tensor([max(take - 1, 0) for take in takes])
         span = max(len(draft) for draft in drafts) + 1
-        index = (firsts[:, None] + torch.arange(span)).clamp(max=length - 1).to(logits.device)
+        most = max(map(len, branches))
+        index = torch.tensor([[max(take - 1, 0) + k for k in range(span)]
+                              + [take + len(draft) + j for j in range(most)]
+                              for take, draft in zip(takes, drafts)]).clamp(max=length - 1).to(logits.device)
         return logits.gather(1, index[:, :, None].expand(-1, -1, logits.shape[2])).float().cpu()
 
     def advance(self, fed: List[int], pending: List[Optional[List[int]]]) -> None:
@@ -623,25 +496,28 @@ def copy_decode(
     *,
     prefixes: Sequence[SharedPrefix] = (),
     rows: Optional[int] = None,
+    branch_tokens: int = BRANCH_TOKENS,
 ) -> List[CopyState]:
     """Greedy decoding under the copy constraint, by draft and verify: for each prompt, the
     finished CopyState with the options taken (their actions) and their probabilities. `prompts`
     are token ids (causal models continue them, seq2seq models encode them), decoded `rows`
     at a time (default: all), in order (put the longest first); drafts are at most
-    `draft_tokens` long. `prefixes` (decoder-only models): shared starts of prompts whose keys
-    and values are known.
+    `draft_tokens` long, `branch_tokens` of them at most branches (rolling rows only).
+    `prefixes` (decoder-only models): shared starts of prompts whose keys and values are known.
 
     Each pass feeds every row its pending tokens and a draft filling the pass's width (see
-    `draft_width`: no wider than the longest draft to an output's end needs); rows keep their accepted tokens' keys and values, and a row whose output
-    is complete leaves at once, for the next prompt where rows roll (see `_Batch`).
+    `draft_width`: no wider than the longest draft to an output's end needs); rows keep their
+    accepted tokens' keys and values, and a row whose output is complete leaves at once, for
+    the next prompt where rows roll (see `_Batch`).
     """
     states = [CopyState(lattice) for lattice in lattices]
     queue = deque(i for i, state in enumerate(states) if not state.done)
     if not queue:
         return states
-    capacity = max(len(prompts[i]) + lattices[i].bound(lattices[i].start) for i in queue)
+    capacity = max(len(prompts[i]) + lattices[i].bound(lattices[i].start) for i in queue) + branch_tokens
     with _decoding_mode(model, _vocabulary(lattices)) as columns:
         batch = _Batch(model, prompts, pad_id, prefixes, rows or len(queue), capacity)
+        branch_tokens = branch_tokens if batch.in_place else 0
         while True:
             batch.admit(queue)
             if not batch.active:
@@ -651,9 +527,17 @@ def copy_decode(
             width = draft_width([len(pending) for pending in batch.pending],
                                 [len(tokens) for tokens in ahead], draft_tokens)
             takes = [min(len(pending), width) for pending in batch.pending]
-            drafts = [tokens[: width - take] if take == len(pending) else []
-                      for tokens, pending, take in zip(ahead, batch.pending, takes)]
-            logits = batch.forward(takes, drafts)
+            drafts: List[List[int]] = []
+            for i, tokens, pending, take in zip(batch.active, ahead, batch.pending, takes):
+                if take < len(pending):  # still reading its prompt
+                    drafts.append([])
+                elif branch_tokens:
+                    drafts.append(states[i].draft(width - take, branch_tokens))
+                else:
+                    drafts.append(tokens[: width - take])
+            branches = [states[i].branches for i in batch.active]  # none where reading a prompt
+            logits = batch.forward(takes, drafts, branches)
+            span = max(len(draft) for draft in drafts) + 1
             fed: List[int] = []
             pending: List[Optional[List[int]]] = []
             for row, (i, draft, take) in enumerate(zip(batch.active, drafts, takes)):
@@ -661,7 +545,8 @@ def copy_decode(
                     fed.append(take)
                     pending.append(batch.pending[row][take:])
                     continue
-                count = states[i].verify(draft, Scores(logits[row, : len(draft) + 1], columns))
+                count = states[i].verify(draft, Scores(logits[row, : len(draft) + 1], columns),
+                                         Scores(logits[row, span : span + len(branches[row])], columns))
                 fed.append(take + count)
                 pending.append(None if states[i].done else [states[i].tokens[-1]])
             batch.advance(fed, pending)
@@ -692,40 +577,3 @@ def follow_outputs(
             for row, i in enumerate(batch.active):
                 states[i].follow(outputs[i], Scores(logits[row, : len(outputs[i])], columns))
     return states
-
-
-def complete(lattice: Lattice, tokens: Sequence[int]) -> List[int]:
-    """The output that `tokens` start, as far as the lattice allows them (tokens after the
-    end, or from the first one it does not allow on, are dropped), finished by the first
-    option at every node after."""
-    state = CopyState(lattice)
-    kept: List[int] = []
-    for token in tokens:
-        if state.done or token not in state.allowed():
-            break
-        state.step(token)
-        kept.append(token)
-    while not state.done:
-        option = state.options[state.alive[0]]
-        for token in option.tokens[state.position :]:
-            state.step(token)
-            kept.append(token)
-    return kept
-
-
-def copy_constraint(lattices: Sequence[Lattice], prefix_length: int, eos_id: int):
-    """A `prefix_allowed_tokens_fn` for `generate` (beam search) with the copy constraint:
-    the tokens after the first `prefix_length` of each sequence must follow its lattice, then end."""
-
-    def allowed(batch_id: int, sequence: torch.Tensor) -> List[int]:
-        state = CopyState(lattices[batch_id])
-        try:
-            for token in sequence[prefix_length:].tolist():
-                if state.done:
-                    return [eos_id]
-                state.step(token)
-        except ValueError:  # a beam that beam search kept with a disallowed token, at -inf
-            return [eos_id]
-        return state.allowed() or [eos_id]
-
-    return allowed

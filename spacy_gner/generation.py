@@ -20,7 +20,8 @@ from .pipeline import resolve_model
 from .prompt import build_prompt, encode_prompt_start, encode_prompts
 
 if TYPE_CHECKING:
-    from .decoding import CopyState, SharedPrefix
+    from .copy_state import CopyState
+    from .decoding import SharedPrefix
 
 logger = logging.getLogger(__name__)
 PREFIXES_KEPT = 4  # label sets whose shared prompt prefix stays cached
@@ -225,7 +226,8 @@ class HFGenerator:
         new_tokens: List[int], prefixes: Sequence["SharedPrefix"],
     ) -> List[Result]:
         """Beam search under the copy constraint, its outputs then scored."""
-        from .decoding import complete, copy_constraint, follow_outputs
+        from .copy_state import complete, copy_constraint
+        from .decoding import follow_outputs
 
         start = 1 if self.model.config.is_encoder_decoder else max(len(ids) for ids in prompts)
         constraint = copy_constraint(lattices, start, self.tokenizer.eos_token_id)
@@ -242,7 +244,8 @@ class HFGenerator:
         """Free generation, each output matched back onto its words (`parse_output`) and, where
         the tokenizer cuts pieces, its entities scored by one teacher-forced pass over the
         output that writes them."""
-        from .decoding import complete, follow_outputs
+        from .copy_state import complete
+        from .decoding import follow_outputs
 
         tokenizer, fmt = self.tokenizer, self.output_format
         generated = self._generate(prompts, max(new_tokens))

@@ -1,16 +1,16 @@
 """Copy-aware decoding for every output format: lattices, the constraint, and exactness
 against constrained greedy search."""
 import random
+from collections import deque
 
 import pytest
 import torch
 from support import LABELS, random_model, train_tokenizer
 
+from spacy_gner.copy_state import Branch, CopyState, complete, copy_constraint
 from spacy_gner.decoding import (
-    CopyState,
-    Scores,
-    complete,
-    copy_constraint,
+    _Batch,
+    _decoding_mode,
     copy_decode,
     encode_prefix,
     follow_outputs,
@@ -19,7 +19,7 @@ from spacy_gner.decoding import (
 )
 from spacy_gner.formats import InlineBracket, InlineXML, WordTag
 from spacy_gner.generators import Request
-from spacy_gner.lattices import InlineLattice, TagLattice
+from spacy_gner.lattices import InlineLattice
 from spacy_gner.output import bio_to_spans
 from spacy_gner.prompt import build_prompt, encode_prompt_start, encode_prompts, format_prompt
 
@@ -84,27 +84,6 @@ def test_no_lattice_for_slow_tokenizers_or_empty_requests(tokenizer, fmt):
         is_fast = False
 
     assert fmt.lattice(Slow(), Request(("a",), ("x",))) is None
-
-
-def _tags(units):
-    """A TagLattice of units given in order of their tags."""
-    return TagLattice(units)
-
-
-def test_copy_state_walks_the_lattice():
-    units = [{"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5)}, {"O": (6,), "B-x": (7,), "I-x": (8,)}]
-    state = CopyState(_tags(units))
-    assert state.allowed() == [1] and state.draft(10) == [1, 2, 6]
-    state.step(1)
-    assert state.allowed() == [2, 3]
-    state.step(3)
-    assert state.allowed() == [4, 5] and state.draft(10) == [4, 6]
-    state.step(5)
-    assert state.actions == ["I-x"] and state.allowed() == [6, 7, 8]
-    state.step(7)
-    assert state.done and state.actions == ["I-x", "B-x"] and state.allowed() == []
-    with pytest.raises(ValueError):
-        CopyState(_tags(units)).step(9)
 
 
 def test_inline_lattice_opens_closes_and_nests_no_deeper_than_its_depth():
@@ -188,40 +167,25 @@ def test_draft_and_verify_equals_constrained_greedy_search(fmt, kind, draft_toke
     assert alone == expected
 
 
-def test_a_draft_takes_the_hinted_option():
-    unit = {"O": (1, 2), "B-x": (1, 3, 4), "I-x": (1, 3, 5), "B-y": (1, 3, 6), "I-y": (1, 3, 7)}
-    state = CopyState(_tags([unit, unit]))
-    state.hints[1] = [4]  # the model favoured I-y for the second word
-    assert state.draft(10) == [1, 2, 1, 3, 7]
-
-
-def _favouring(*tokens, vocabulary=8):
-    """Scores whose position k favours tokens[k]."""
-    logits = torch.zeros(len(tokens), vocabulary)
-    for position, token in enumerate(tokens):
-        logits[position, token] = 1.0
-    return Scores(logits, None)
-
-
-def test_a_rejected_draft_leaves_hints_for_the_words_after_it():
-    units = [{"O": (w, 2), "B-x": (w, 3, 4), "I-x": (w, 3, 5)} for w in (1, 6, 7)]
-    state = CopyState(_tags(units))
-    draft = state.draft(10)
-    assert draft == [1, 2, 6, 2, 7, 2]
-    # the model starts an entity at the first word and, further on, at the third
-    accepted = state.verify(draft, _favouring(1, 3, 6, 2, 7, 3, 0))
-    assert accepted == 1 and state.tokens == [1, 3]
-    assert state.hints == {1: [0], 2: [1, 2]}
-    assert state.draft(10) == [4, 6, 2, 7, 3, 4]
-    assert state.draft(3) == [4, 6, 2]
-
-
-def test_a_draft_that_holds_is_taken_whole_with_one_more_token():
-    units = [{"O": (w, 2), "B-x": (w, 3, 4), "I-x": (w, 3, 5)} for w in (1, 6)]
-    state = CopyState(_tags(units))
-    draft = state.draft(3)
-    assert state.verify(draft, _favouring(1, 2, 6, 3)) == 3
-    assert state.tokens == [1, 2, 6, 3] and state.actions == ["O"] and state.hints == {}
+def test_branches_are_scored_as_if_they_replaced_their_draft_token(tmp_path):
+    model, tokenizer = _random_model(tmp_path, "llama")
+    prompts = [tokenizer(" ".join(words))["input_ids"] for words in SENTENCES[:2]]
+    drafts = [[5, 6, 7, 8], [9, 10]]
+    branches = [[Branch(1, 11, None, 0), Branch(3, 12, None, 0)], [Branch(0, 13, None, 0)]]
+    vocabulary = list(range(model.config.vocab_size))
+    with _decoding_mode(model, vocabulary):
+        batch = _Batch(model, prompts, tokenizer.pad_token_id, (), 2, 64)
+        batch.admit(deque([0, 1]))
+        assert batch.in_place
+        logits = batch.forward([len(p) for p in batch.pending], drafts, branches)
+    span = max(map(len, drafts)) + 1
+    for row, (prompt, draft) in enumerate(zip(prompts, drafts)):
+        for k in range(len(draft) + 1):
+            direct = model(torch.tensor([prompt + draft[:k]])).logits[0, -1]
+            assert torch.allclose(logits[row, k], direct, atol=1e-4)
+        for j, branch in enumerate(branches[row]):
+            direct = model(torch.tensor([prompt + draft[: branch.at] + [branch.token]])).logits[0, -1]
+            assert torch.allclose(logits[row, span + j], direct, atol=1e-4)
 
 
 def test_copy_decode_gives_the_output_layer_back(tmp_path):

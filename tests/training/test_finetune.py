@@ -18,7 +18,7 @@ from support import LABELS, sentencepiece_checkpoint, train_sentencepiece
 from transformers import AutoTokenizer, TrainerCallback
 
 from spacy_gner.compat import checkpointing
-from spacy_gner.decoding import CopyState
+from spacy_gner.copy_state import CopyState
 from spacy_gner.formats import InlineBracket, InlineXML, WordTag
 from spacy_gner.generation import HFGenerator
 from spacy_gner.models import smollm2_path
