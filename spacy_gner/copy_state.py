@@ -33,9 +33,9 @@ def _branches(node: Hashable, options: Sequence[Option], candidates: Sequence[in
     drafted = options[choice].tokens
     after: Dict[Tuple[int, int], set] = {}  # (position, token) -> the tokens that follow
     for i in candidates:
-        tokens = options[i].tokens
         if i == choice:
             continue
+        tokens = options[i].tokens
         k = next((k for k in range(skip, min(len(tokens), len(drafted))) if tokens[k] != drafted[k]), None)
         if k is not None and k + 1 < len(tokens):
             after.setdefault((k, tokens[k]), set()).add(tokens[k + 1])
@@ -155,9 +155,11 @@ class CopyState:
     def _read_branch(self, at: int, token: int, scores: Optional["Scores"]) -> None:
         """After the model chose `token` for draft position `at`: where a branch read that
         token there, a hint of the options the model would go on with."""
+        if scores is None:
+            return
         for k, branch in enumerate(self.branches):
             if (branch.at, branch.token, branch.node, branch.position + 1) == (
-                    at, token, self.node, self.position) and scores is not None:
+                    at, token, self.node, self.position):
                 best = scores.best(k, self.allowed())
                 self.hints[self.node] = [i for i in self.alive
                                          if self.options[i].tokens[self.position] == best]
