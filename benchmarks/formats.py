@@ -1,7 +1,7 @@
 """Output formats side by side: decoding cost per format, and a GLiNER-shaped encoder as reference.
 
     python benchmarks/formats.py --run word_tag=PIPELINE_A --run bracket=PIPELINE_B [--n 200]
-        [--encoders small base] [--batch-size 8] [--branch-tokens 0 4]
+        [--encoders small base] [--batch-size 8] [--branch-tokens 0 4] [--repeats 3]
 
 Each `--run FORMAT=MODEL` is a model fine-tuned to write that format (a pipeline directory
 trained by the workflow with `--vars.format FORMAT`). On the same CrossNER test sentences and
@@ -16,11 +16,14 @@ with `--branch-tokens`, once per branch budget of the drafts (see `spacy_gner.de
 list once (GLiNER's input: `<<ENT>> type ... <<SEP>> words`, counted with SmolLM2's tokenizer
 as a stand-in for DeBERTa's), in batches, in bfloat16 where the CPU computes it. Their weights
 do not change their cost; they give what a CPU user would pick instead. Every row comes from
-this one run: compare figures only within it.
+this one run: compare figures only within it. A shared CPU's speed drifts by 10-20% from
+minute to minute: `--repeats R` runs every row once per round, R rounds, and reports each
+row's median (and its slowest and fastest round).
 """
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--branch-tokens", nargs="+", type=int, metavar="N",
                         help="run each format once per branch budget (default: the component's)")
     parser.add_argument("--encoders", nargs="*", default=list(ENCODERS), choices=list(ENCODERS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds: every row runs once per round, and its median speed is reported")
     parser.add_argument("--encoder-child", choices=list(ENCODERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sentences = load_sentences(args.n)
@@ -107,11 +112,7 @@ def main() -> None:
     for name, _ in runs:
         get_format(name)  # an unknown name fails here, before anything runs
     here = Path(__file__).resolve().parent
-    print(f"sentences: {len(sentences)}  batch size: {args.batch_size}  device: {args.device}")
-    print("| format | sentences/s | F1 | tokens fed / sentence | minimum / sentence | fed / minimum "
-          "| passes / sentence | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    speeds: Dict[str, float] = {}
+    jobs: Dict[str, List[str]] = {}  # row name -> the command that measures it
     for (name, model), branches in product(runs, args.branch_tokens or [None]):
         command = [sys.executable, str(here / "decoding.py"), "--child", "C", "--model", model,
                    "--format", name, "--n", str(args.n), "--batch-size", str(args.batch_size),
@@ -119,24 +120,35 @@ def main() -> None:
         if branches is not None:
             command += ["--branch-tokens", str(branches)]
             name = f"{name} (branches {branches})"
-        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True)
-                            .stdout.strip().splitlines()[-1])
-        count = result["sentences"]
-        f1 = 100 * paper_f1((s["words"], s["tags"], p) for s, p in zip(sentences, result["predictions"]))["f1"]
-        speeds[name] = count / result["seconds"]
-        print(f"| {name} | {speeds[name]:.2f} | {f1:.1f} | {result['tokens'] / count:.0f} | "
-              f"{result['minimum'] / count:.0f} | {result['tokens'] / result['minimum']:.2f}x | "
-              f"{result['passes'] / count:.2f} | {result['peak_rss_mb']:.0f} |")
+        jobs[name] = command
     for shape in args.encoders:
-        command = [sys.executable, __file__, "--encoder-child", shape, "--n", str(args.n),
-                   "--batch-size", str(args.batch_size)]
-        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True)
-                            .stdout.strip().splitlines()[-1])
-        count = result["sentences"]
-        speeds[f"encoder {shape}"] = count / result["seconds"]
-        print(f"| GLiNER-{shape}-shaped encoder ({result['dtype']}, random weights) | "
-              f"{speeds[f'encoder {shape}']:.2f} | - | {result['tokens'] / count:.0f} | - | - | 1.00 | "
-              f"{result['peak_rss_mb']:.0f} |")
+        jobs[f"encoder {shape}"] = [sys.executable, __file__, "--encoder-child", shape, "--n", str(args.n),
+                                    "--batch-size", str(args.batch_size)]
+    results: Dict[str, List[Dict[str, Any]]] = {name: [] for name in jobs}
+    for _ in range(args.repeats):  # round after round, so a slow spell of the machine hits every row
+        for name, command in jobs.items():
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results[name].append(json.loads(output.strip().splitlines()[-1]))
+    print(f"sentences: {len(sentences)}  batch size: {args.batch_size}  device: {args.device}"
+          + (f"  sentences/s: median of {args.repeats} rounds (slowest-fastest)" if args.repeats > 1 else ""))
+    print("| format | sentences/s | F1 | tokens fed / sentence | minimum / sentence | fed / minimum "
+          "| passes / sentence | peak RSS MB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    speeds: Dict[str, float] = {}
+    for name, rounds in results.items():
+        result, count = rounds[0], rounds[0]["sentences"]
+        each = sorted(count / r["seconds"] for r in rounds)
+        speeds[name] = statistics.median(each)
+        speed = f"{speeds[name]:.2f}" + (f" ({each[0]:.2f}-{each[-1]:.2f})" if len(each) > 1 else "")
+        peak = max(r["peak_rss_mb"] for r in rounds)
+        if name.startswith("encoder"):
+            print(f"| GLiNER-{name.split()[1]}-shaped encoder ({result['dtype']}, random weights) | {speed} | - | "
+                  f"{result['tokens'] / count:.0f} | - | - | 1.00 | {peak:.0f} |")
+            continue
+        f1 = 100 * paper_f1((s["words"], s["tags"], p) for s, p in zip(sentences, result["predictions"]))["f1"]
+        print(f"| {name} | {speed} | {f1:.1f} | {result['tokens'] / count:.0f} | "
+              f"{result['minimum'] / count:.0f} | {result['tokens'] / result['minimum']:.2f}x | "
+              f"{result['passes'] / count:.2f} | {peak:.0f} |")
     decoders = {name: speed for name, speed in speeds.items() if not name.startswith("encoder")}
     fastest = max(decoders, key=decoders.__getitem__, default=None)
     word_tag = max((name for name in decoders if name.split()[0] == "word_tag"),

@@ -72,6 +72,12 @@ class CopyState:
         """The most tokens the rest of the output may take."""
         return self.lattice.bound(self.node) - self.position
 
+    @property
+    def inside(self) -> bool:
+        """Whether an entity is open where the option being written leads (see `Lattice.inside`)."""
+        node = self.node if not self.position else self.options[self.alive[0]].next
+        return self.lattice.inside(node)
+
     def allowed(self) -> List[int]:
         """The tokens that may come next (none when the output is complete)."""
         options, position = self.options, self.position

@@ -16,8 +16,10 @@ Where a rejection would lead to a choice among several options (an entity's clos
 its type), a draft also carries branches: the first token of those options, read beside the
 draft token it would replace (rolling rows only: their attention follows each token's own
 history), so that one pass shows both whether the model leaves the draft there and which of
-the options it would then take. The result is what greedy decoding restricted to the allowed
-tokens gives, in about one forward pass per decision instead of one per token; only the
+the options it would then take. Rolling rows are fed packed, one after another in one
+sequence without padding, so each drafts as far as suits it: a row inside an entity, which
+the model leaves at the entity's end, drafts less. The result is what greedy decoding
+restricted to the allowed tokens gives, in about one forward pass per decision instead of one per token; only the
 allowed tokens' rows of the output layer are computed.
 """
 from collections import deque
@@ -34,6 +36,7 @@ from .lattices import Lattice
 
 DRAFT_TOKENS = 16  # the tokens a pass drafts (see `draft_width`)
 BRANCH_TOKENS = 4  # of those, at most this many are branches (see `CopyState.draft`)
+INSIDE_DRAFT_TOKENS = 6  # the tokens a row inside an entity drafts, where rows are packed
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "torch.Tensor"]:
@@ -208,15 +211,60 @@ class _RowCache:
 ATTENTION = "spacy-gner-sdpa"  # transformers attention backend of `_InPlaceRows`
 
 
+class _Packing:
+    """Where each row's tokens lie in a pass that feeds the rows one after another as one
+    sequence (no padding: the layers before and after attention work per token), and how
+    attention, which works per row, reads them: in runs of neighbouring rows, each run's rows
+    padded to its longest (a row fed more than twice the median, one reading its prompt,
+    runs alone, so the others are not padded to its length)."""
+
+    def __init__(self, fed: Sequence[int], device: Any) -> None:
+        self.starts = [0]
+        for count in fed[:-1]:
+            self.starts.append(self.starts[-1] + count)
+        total, limit = sum(fed), 2 * sorted(fed)[len(fed) // 2]
+        bounds = sorted({0, len(fed)} | {row for row, count in enumerate(fed) if count > limit}
+                        | {row + 1 for row, count in enumerate(fed) if count > limit})
+        self.runs: List[Tuple[slice, int, torch.Tensor]] = []  # rows, width, where their slots read
+        packing: List[int] = []  # where each token's output lies in the runs' slots
+        slots = 0
+        for first, end in zip(bounds, bounds[1:]):
+            width = max(fed[first:end])
+            index = [[self.starts[row] + k if k < fed[row] else total for k in range(width)]
+                     for row in range(first, end)]
+            packing += [slots + (row - first) * width + k for row in range(first, end) for k in range(fed[row])]
+            slots += (end - first) * width
+            self.runs.append((slice(first, end), width, torch.tensor(index, device=device)))
+        self.packing = torch.tensor(packing, device=device)
+
+    def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               mask: Optional[torch.Tensor], **options: Any) -> torch.Tensor:
+        """Attention of packed queries (1 x heads x tokens x size) over each row's keys and
+        values, run by run: 1 x tokens x heads x size."""
+        flat = query[0].transpose(0, 1)
+        flat = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])  # empty slots read zeros
+        outputs = [
+            torch.nn.functional.scaled_dot_product_attention(
+                flat[index].transpose(1, 2), key[rows], value[rows],
+                attn_mask=None if mask is None else mask[rows, :, :width], **options
+            ).transpose(1, 2).flatten(0, 1)
+            for rows, width, index in self.runs
+        ]
+        return torch.cat(outputs)[self.packing][None]
+
+
 def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                attention_mask: Optional[torch.Tensor], dropout: float = 0.0,
-               scaling: Optional[float] = None, **kwargs: Any) -> Tuple[torch.Tensor, None]:
+               scaling: Optional[float] = None, gner_packing: Optional[_Packing] = None,
+               **kwargs: Any) -> Tuple[torch.Tensor, None]:
     """Scaled dot-product attention over the cache's views as they are: no copy of the keys
-    and values, none to repeat them for grouped-query heads."""
+    and values, none to repeat them for grouped-query heads; per row where the rows come
+    packed (`gner_packing`)."""
     mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None
-    output = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
-    )
+    options = {"scale": scaling, "enable_gqa": query.shape[1] != key.shape[1]}
+    if gner_packing is not None:
+        return gner_packing.attend(query, key, value, mask, **options).contiguous(), None
+    output = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, **options)
     return output.transpose(1, 2).contiguous(), None
 
 
@@ -230,7 +278,8 @@ class _InPlaceRows(Cache):
     capacity x size, per layer); a pass writes each row's new tokens right after the ones it
     accepted (over those it rejected before), and attention reads a view of the filled part,
     under a 4D mask in which each new token sees its row's accepted tokens and the new tokens
-    before it. Nothing moves after a pass; a row whose output is complete is taken over by
+    before it. A pass feeds the rows packed, one after another in one sequence, each as many
+    tokens as it needs (see `_Packing`). Nothing moves after a pass; a row whose output is complete is taken over by
     the next prompt (`admit`), and only rows that leave for good are copied out (`select`).
     For models whose attention runs through transformers' attention interface and whose
     positions are the position ids given (`fits`).
@@ -245,6 +294,7 @@ class _InPlaceRows(Cache):
         self.values: List[torch.Tensor] = []
         self._starts: List[int] = []  # where this pass writes, per row
         self._feeds: List[int] = []  # how many tokens it writes there
+        self._offsets: List[int] = []  # where they are in the pass's packed tokens
         self._width = 0  # the filled part attention reads in this pass
 
     @staticmethod
@@ -280,9 +330,9 @@ class _InPlaceRows(Cache):
         if layer_idx == len(self.keys):
             self._allocate(layer_idx, key_states)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        for row, (start, fed) in enumerate(zip(self._starts, self._feeds)):
-            keys[row, :, start : start + fed] = key_states[row, :, :fed]
-            values[row, :, start : start + fed] = value_states[row, :, :fed]
+        for row, (start, fed, offset) in enumerate(zip(self._starts, self._feeds, self._offsets)):
+            keys[row, :, start : start + fed] = key_states[0, :, offset : offset + fed]
+            values[row, :, start : start + fed] = value_states[0, :, offset : offset + fed]
         return keys[:, :, : self._width], values[:, :, : self._width]
 
     def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:
@@ -290,9 +340,9 @@ class _InPlaceRows(Cache):
 
     def mask(self, feeds: Sequence[int], length: int,
              branches: Sequence[Sequence[int]] = ()) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The 4D attention mask and the position ids of a pass feeding `length` tokens a row
-        (of which the first `feeds[row]` are real and written; the padding after them only
-        reads). The last `len(branches[row])` real tokens of a row are branches: branch j
+        """The 4D attention mask (rows x 1 x `length` x keys, `length` the most tokens a row
+        is fed) and the packed position ids (1 x tokens) of a pass feeding row r `feeds[r]`
+        tokens, packed. The last `len(branches[row])` tokens of a row are branches: branch j
         comes after the first `branches[row][j]` tokens of the row's pass and sees only
         those (and itself)."""
         slots = self.lengths[:, None] + torch.arange(length)
@@ -303,12 +353,14 @@ class _InPlaceRows(Cache):
                 positions[row, first + j] = self.lengths[row] + before
                 seen[row, first + j] = self.lengths[row] + before - 1
         self._starts, self._feeds = self.lengths.tolist(), list(feeds)
+        self._offsets = [sum(feeds[:row]) for row in range(len(feeds))]
         self._width = max(start + fed for start, fed in zip(self._starts, self._feeds))
         if self._width > self.capacity:
             raise ValueError(f"a row would hold {self._width} positions, more than {self.capacity}")
         columns = torch.arange(self._width)[None, None, :]
         mask = (columns <= seen[:, :, None]) | (columns == slots[:, :, None])
-        return mask[:, None], positions
+        packed = torch.cat([positions[row, :fed] for row, fed in enumerate(feeds)])
+        return mask[:, None], packed[None]
 
     def advance(self, rows: List[int], counts: List[int]) -> None:
         """Rows `rows` accepted `counts` more positions."""
@@ -331,8 +383,9 @@ class _InPlaceRows(Cache):
 
 
 def draft_width(pending: Sequence[int], remaining: Sequence[int], draft: int) -> int:
-    """The tokens one pass feeds every row: its pending tokens (a prompt's, or the token
-    chosen last), then a draft; a row with more pending tokens reads the first ones.
+    """The tokens one pass feeds every padded row (see `_Batch`): its pending tokens (a
+    prompt's, or the token chosen last), then a draft; a row with more pending tokens reads
+    the first ones.
 
     Every row is fed as many tokens as the widest (a row that drafts less is padded, and
     padding costs as much as drafting), so the width is chosen for the batch: one pending token
@@ -351,8 +404,9 @@ class _Batch:
 
     Decoder-only models that `_InPlaceRows` fits decode with rolling rows: when a row's output
     is complete, the next prompt takes its place at once, so every pass works on `rows` rows
-    while prompts wait. Other models (seq2seq ones) decode `rows` prompts at a time, with the
-    encoder's output and a `_RowCache`. Decoder-only rows start after the keys and values of
+    while prompts wait; their tokens are fed packed (see `_Packing`). Other models (seq2seq
+    ones) decode `rows` prompts at a time, with the encoder's output and a `_RowCache`, their
+    rows padded to one width. Decoder-only rows start after the keys and values of
     the shared prefix they share most tokens with.
 
     `forward` feeds every row its pending tokens and then its draft, and gives per row the
@@ -426,40 +480,53 @@ class _Batch:
         branches = branches or [()] * len(drafts)
         feeds = [pending[:take] + list(draft) + [branch.token for branch in row_branches]
                  for pending, take, draft, row_branches in zip(self.pending, takes, drafts, branches)]
-        length = max(len(feed) for feed in feeds)
-        input_ids = torch.full((len(feeds), length), self.pad_id, dtype=torch.long)
-        for row, feed in enumerate(feeds):
-            input_ids[row, : len(feed)] = torch.tensor(feed)
         fed = [len(feed) for feed in feeds]
-        if any(branches):
+        length = max(fed)
+        if self.in_place:  # packed: row r's tokens start at starts[r]
             mask, positions = self.rows.mask(fed, length, [[take + branch.at for branch in row_branches]
                                                            for take, row_branches in zip(takes, branches)])
-        else:
-            mask, positions = self.rows.mask(fed, length)
-        if self.seq2seq:
+            packing = _Packing(fed, device)
             logits = model(
-                encoder_outputs=self.encoder_outputs,
-                attention_mask=self.encoder_mask,
-                decoder_input_ids=input_ids.to(device),
-                decoder_attention_mask=mask.to(device),
-                use_cache=True,
-                **with_cache(self.rows.cache),
-            ).logits
-        else:
-            logits = model(
-                input_ids=input_ids.to(device),
+                input_ids=torch.tensor([[token for feed in feeds for token in feed]], device=device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
                 use_cache=True,
+                gner_packing=packing,
                 **with_cache(self.rows.cache),
-            ).logits
+            ).logits[0]
+            starts = packing.starts
+        else:  # padded: row r's tokens start at r * length
+            input_ids = torch.full((len(feeds), length), self.pad_id, dtype=torch.long)
+            for row, feed in enumerate(feeds):
+                input_ids[row, : len(feed)] = torch.tensor(feed)
+            mask, positions = self.rows.mask(fed, length)
+            if self.seq2seq:
+                logits = model(
+                    encoder_outputs=self.encoder_outputs,
+                    attention_mask=self.encoder_mask,
+                    decoder_input_ids=input_ids.to(device),
+                    decoder_attention_mask=mask.to(device),
+                    use_cache=True,
+                    **with_cache(self.rows.cache),
+                ).logits
+            else:
+                logits = model(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    use_cache=True,
+                    **with_cache(self.rows.cache),
+                ).logits
+            logits = logits.flatten(0, 1)
+            starts = [row * length for row in range(len(feeds))]
         # each row's scores start where its pending tokens end: only those go to the CPU
         span = max(len(draft) for draft in drafts) + 1
         most = max(map(len, branches))
-        index = torch.tensor([[max(take - 1, 0) + k for k in range(span)]
-                              + [take + len(draft) + j for j in range(most)]
-                              for take, draft in zip(takes, drafts)]).clamp(max=length - 1).to(logits.device)
-        return logits.gather(1, index[:, :, None].expand(-1, -1, logits.shape[2])).float().cpu()
+        index = torch.tensor([[start + min(k, count - 1) for k in
+                               [max(take - 1, 0) + k for k in range(span)]
+                               + [take + len(draft) + j for j in range(most)]]
+                              for start, count, take, draft in zip(starts, fed, takes, drafts)])
+        return logits[index.to(logits.device)].float().cpu()
 
     def advance(self, fed: List[int], pending: List[Optional[List[int]]]) -> None:
         """Each row's cache keeps the first `fed[row]` tokens it was fed in this pass; it feeds
@@ -497,6 +564,7 @@ def copy_decode(
     prefixes: Sequence[SharedPrefix] = (),
     rows: Optional[int] = None,
     branch_tokens: int = BRANCH_TOKENS,
+    inside_tokens: int = INSIDE_DRAFT_TOKENS,
 ) -> List[CopyState]:
     """Greedy decoding under the copy constraint, by draft and verify: for each prompt, the
     finished CopyState with the options taken (their actions) and their probabilities. `prompts`
@@ -505,8 +573,10 @@ def copy_decode(
     `draft_tokens` long, `branch_tokens` of them at most branches (rolling rows only).
     `prefixes` (decoder-only models): shared starts of prompts whose keys and values are known.
 
-    Each pass feeds every row its pending tokens and a draft filling the pass's width (see
-    `draft_width`: no wider than the longest draft to an output's end needs); rows keep their
+    Each pass feeds every row its pending tokens and a draft: rolling rows, packed, all their
+    pending tokens and a draft of `draft_tokens`; other rows, padded, a draft filling the
+    pass's width (see `draft_width`: no wider than the longest draft to an output's end needs).
+    Rows keep their
     accepted tokens' keys and values, and a row whose output is complete leaves at once, for
     the next prompt where rows roll (see `_Batch`).
     """
@@ -522,19 +592,17 @@ def copy_decode(
             batch.admit(queue)
             if not batch.active:
                 break
-            # each row's draft to its end: the pass is no wider than the longest still needs
-            ahead = [states[i].draft(states[i].remaining) for i in batch.active]
-            width = draft_width([len(pending) for pending in batch.pending],
-                                [len(tokens) for tokens in ahead], draft_tokens)
-            takes = [min(len(pending), width) for pending in batch.pending]
-            drafts: List[List[int]] = []
-            for i, tokens, pending, take in zip(batch.active, ahead, batch.pending, takes):
-                if take < len(pending):  # still reading its prompt
-                    drafts.append([])
-                elif branch_tokens:
-                    drafts.append(states[i].draft(width - take, branch_tokens))
-                else:
-                    drafts.append(tokens[: width - take])
+            if batch.in_place:  # packed rows: each reads all it has pending, then drafts
+                takes = [len(pending) for pending in batch.pending]
+                drafts = [states[i].draft(min(draft_tokens, inside_tokens) if states[i].inside else draft_tokens,
+                                          branch_tokens) for i in batch.active]
+            else:  # padded rows: the pass is no wider than the longest draft to an end needs
+                ahead = [states[i].draft(states[i].remaining) for i in batch.active]
+                width = draft_width([len(pending) for pending in batch.pending],
+                                    [len(tokens) for tokens in ahead], draft_tokens)
+                takes = [min(len(pending), width) for pending in batch.pending]
+                drafts = [[] if take < len(pending) else tokens[: width - take]  # [] still reading its prompt
+                          for tokens, pending, take in zip(ahead, batch.pending, takes)]
             branches = [states[i].branches for i in batch.active]  # none where reading a prompt
             logits = batch.forward(takes, drafts, branches)
             span = max(len(draft) for draft in drafts) + 1

@@ -78,6 +78,11 @@ class Lattice:
     def bound(self, node: Hashable) -> int:
         raise NotImplementedError
 
+    def inside(self, node: Hashable) -> bool:
+        """Whether an entity is open at the node (where an output leaves a draft soonest: at
+        the entity's end). Lattices that do not know say no."""
+        return False
+
     @property
     def vocabulary(self) -> Set[int]:
         """Every token an output may hold."""
@@ -193,6 +198,9 @@ class InlineLattice(Lattice):
     def bound(self, node: Hashable) -> int:
         k, stack = node  # type: ignore[misc]
         return self._suffix[k] + len(stack) * self._close_longest
+
+    def inside(self, node: Hashable) -> bool:
+        return bool(node[1])  # type: ignore[index]
 
     @property
     def vocabulary(self) -> Set[int]:

@@ -91,3 +91,20 @@ def test_a_branch_shows_what_follows_a_rejected_draft_token():
     assert other.verify(draft, _favouring(2, 3, 20, 31, 40, vocabulary=41),
                         _favouring(31, 31, vocabulary=41)) == 3
     assert other.tokens == [10, 1, 2, 3, 20, 31] and other.hints == {}
+
+
+def test_a_state_knows_when_an_entity_is_open_where_it_is_going():
+    # words 1, 2; opening `<x>` (10 11); closing `</x>` (12 13)
+    lattice = InlineLattice([(1,), (2,)], {"x": (10, 11)}, {"x": (12, 13)}, depth=1)
+    state = CopyState(lattice)
+    assert not state.inside
+    state.step(10)  # halfway through the opening: it leads inside
+    assert state.inside
+    state.step(11)
+    state.step(1)
+    assert state.inside
+    state.step(12)  # halfway through the closing: it leads outside
+    assert not state.inside
+    tags = CopyState(_tags([{"O": (1,), "B-x": (2,)}, {"O": (3,), "I-x": (4,)}]))
+    tags.step(2)
+    assert not tags.inside  # a TagLattice does not say

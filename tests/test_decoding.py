@@ -16,6 +16,7 @@ from spacy_gner.decoding import (
     follow_outputs,
     pad,
     _InPlaceRows,
+    _Packing,
 )
 from spacy_gner.formats import InlineBracket, InlineXML, WordTag
 from spacy_gner.generators import Request
@@ -186,6 +187,25 @@ def test_branches_are_scored_as_if_they_replaced_their_draft_token(tmp_path):
         for j, branch in enumerate(branches[row]):
             direct = model(torch.tensor([prompt + draft[: branch.at] + [branch.token]])).logits[0, -1]
             assert torch.allclose(logits[row, span + j], direct, atol=1e-4)
+
+
+def test_packed_rows_are_scored_as_if_each_ran_alone(tmp_path):
+    """Rows fed as one packed sequence, one of them reading a long prompt (its attention
+    runs apart from the others'), score what each row's tokens alone would."""
+    model, tokenizer = _random_model(tmp_path, "llama")
+    prompts = [tokenizer(" ".join(words))["input_ids"] for words in SENTENCES[:3]]
+    prompts.insert(1, tokenizer(" ".join(SENTENCES[0] * 10))["input_ids"])
+    drafts = [[5, 6, 7], [8], [9, 10, 11, 12], []]
+    with _decoding_mode(model, list(range(model.config.vocab_size))):
+        batch = _Batch(model, prompts, tokenizer.pad_token_id, (), len(prompts), 256)
+        batch.admit(deque(range(len(prompts))))
+        fed = [len(p) + len(d) for p, d in zip(prompts, drafts)]
+        assert len(_Packing(fed, "cpu").runs) == 3  # rows 0, row 1 (long), rows 2-3
+        logits = batch.forward([len(p) for p in batch.pending], drafts)
+    for row, (prompt, draft) in enumerate(zip(prompts, drafts)):
+        for k in range(len(draft) + 1):
+            direct = model(torch.tensor([prompt + draft[:k]])).logits[0, -1]
+            assert torch.allclose(logits[row, k], direct, atol=1e-4)
 
 
 def test_copy_decode_gives_the_output_layer_back(tmp_path):
