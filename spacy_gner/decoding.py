@@ -19,8 +19,8 @@ history), so that one pass shows both whether the model leaves the draft there a
 the options it would then take. Rolling rows are fed packed, one after another in one
 sequence without padding, so each drafts as far as suits it: a row inside an entity, which
 the model leaves at the entity's end, drafts less. The result is what greedy decoding
-restricted to the allowed tokens gives, in about one forward pass per decision instead of one per token; only the
-allowed tokens' rows of the output layer are computed.
+restricted to the allowed tokens gives, in about one forward pass per decision instead of
+one per token; only the allowed tokens' rows of the output layer are computed.
 """
 from collections import deque
 from contextlib import contextmanager
@@ -232,7 +232,8 @@ class _Packing:
             width = max(fed[first:end])
             index = [[self.starts[row] + k if k < fed[row] else total for k in range(width)]
                      for row in range(first, end)]
-            packing += [slots + (row - first) * width + k for row in range(first, end) for k in range(fed[row])]
+            packing += [slots + (row - first) * width + k
+                        for row in range(first, end) for k in range(fed[row])]
             slots += (end - first) * width
             self.runs.append((slice(first, end), width, torch.tensor(index, device=device)))
         self.packing = torch.tensor(packing, device=device)
@@ -279,8 +280,9 @@ class _InPlaceRows(Cache):
     accepted (over those it rejected before), and attention reads a view of the filled part,
     under a 4D mask in which each new token sees its row's accepted tokens and the new tokens
     before it. A pass feeds the rows packed, one after another in one sequence, each as many
-    tokens as it needs (see `_Packing`). Nothing moves after a pass; a row whose output is complete is taken over by
-    the next prompt (`admit`), and only rows that leave for good are copied out (`select`).
+    tokens as it needs (see `_Packing`). Nothing moves after a pass; a row whose output is
+    complete is taken over by the next prompt (`admit`), and only rows that leave for good
+    are copied out (`select`).
     For models whose attention runs through transformers' attention interface and whose
     positions are the position ids given (`fits`).
     """
@@ -406,8 +408,8 @@ class _Batch:
     is complete, the next prompt takes its place at once, so every pass works on `rows` rows
     while prompts wait; their tokens are fed packed (see `_Packing`). Other models (seq2seq
     ones) decode `rows` prompts at a time, with the encoder's output and a `_RowCache`, their
-    rows padded to one width. Decoder-only rows start after the keys and values of
-    the shared prefix they share most tokens with.
+    rows padded to one width. Decoder-only rows start after the keys and values of the shared
+    prefix they share most tokens with.
 
     `forward` feeds every row its pending tokens and then its draft, and gives per row the
     logits that score the draft (one position more than the draft); `advance` moves each row
@@ -570,15 +572,15 @@ def copy_decode(
     finished CopyState with the options taken (their actions) and their probabilities. `prompts`
     are token ids (causal models continue them, seq2seq models encode them), decoded `rows`
     at a time (default: all), in order (put the longest first); drafts are at most
-    `draft_tokens` long, `branch_tokens` of them at most branches (rolling rows only).
+    `draft_tokens` long, `branch_tokens` of them at most branches, and `inside_tokens` long
+    where an entity is open (both for rolling rows only).
     `prefixes` (decoder-only models): shared starts of prompts whose keys and values are known.
 
     Each pass feeds every row its pending tokens and a draft: rolling rows, packed, all their
-    pending tokens and a draft of `draft_tokens`; other rows, padded, a draft filling the
-    pass's width (see `draft_width`: no wider than the longest draft to an output's end needs).
-    Rows keep their
-    accepted tokens' keys and values, and a row whose output is complete leaves at once, for
-    the next prompt where rows roll (see `_Batch`).
+    pending tokens and their own draft; other rows, padded, a draft filling the pass's width
+    (see `draft_width`: no wider than the longest draft to an output's end needs). Rows keep
+    their accepted tokens' keys and values, and a row whose output is complete leaves at
+    once, for the next prompt where rows roll (see `_Batch`).
     """
     states = [CopyState(lattice) for lattice in lattices]
     queue = deque(i for i, state in enumerate(states) if not state.done)
@@ -594,8 +596,9 @@ def copy_decode(
                 break
             if batch.in_place:  # packed rows: each reads all it has pending, then drafts
                 takes = [len(pending) for pending in batch.pending]
-                drafts = [states[i].draft(min(draft_tokens, inside_tokens) if states[i].inside else draft_tokens,
-                                          branch_tokens) for i in batch.active]
+                limits = [min(draft_tokens, inside_tokens) if states[i].inside else draft_tokens
+                          for i in batch.active]
+                drafts = [states[i].draft(limit, branch_tokens) for i, limit in zip(batch.active, limits)]
             else:  # padded rows: the pass is no wider than the longest draft to an end needs
                 ahead = [states[i].draft(states[i].remaining) for i in batch.active]
                 width = draft_width([len(pending) for pending in batch.pending],
