@@ -219,7 +219,8 @@ class _Packing:
     runs alone, so the others are not padded to its length)."""
 
     def __init__(self, fed: Sequence[int], device: Any) -> None:
-        self.starts = [0]
+        self.fed = list(fed)  # tokens per row
+        self.starts = [0]  # where each row's tokens start
         for count in fed[:-1]:
             self.starts.append(self.starts[-1] + count)
         total, limit = sum(fed), 2 * sorted(fed)[len(fed) // 2]
@@ -295,8 +296,7 @@ class _InPlaceRows(Cache):
         self.keys: List[torch.Tensor] = []
         self.values: List[torch.Tensor] = []
         self._starts: List[int] = []  # where this pass writes, per row
-        self._feeds: List[int] = []  # how many tokens it writes there
-        self._offsets: List[int] = []  # where they are in the pass's packed tokens
+        self._packing: Optional[_Packing] = None  # where the pass's tokens are
         self._width = 0  # the filled part attention reads in this pass
 
     @staticmethod
@@ -332,7 +332,8 @@ class _InPlaceRows(Cache):
         if layer_idx == len(self.keys):
             self._allocate(layer_idx, key_states)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        for row, (start, fed, offset) in enumerate(zip(self._starts, self._feeds, self._offsets)):
+        packing = self._packing
+        for row, (start, fed, offset) in enumerate(zip(self._starts, packing.fed, packing.starts)):
             keys[row, :, start : start + fed] = key_states[0, :, offset : offset + fed]
             values[row, :, start : start + fed] = value_states[0, :, offset : offset + fed]
         return keys[:, :, : self._width], values[:, :, : self._width]
@@ -340,13 +341,13 @@ class _InPlaceRows(Cache):
     def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:
         return int(self.lengths.max()) if len(self.lengths) else 0
 
-    def mask(self, feeds: Sequence[int], length: int,
+    def mask(self, packing: _Packing,
              branches: Sequence[Sequence[int]] = ()) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The 4D attention mask (rows x 1 x `length` x keys, `length` the most tokens a row
-        is fed) and the packed position ids (1 x tokens) of a pass feeding row r `feeds[r]`
-        tokens, packed. The last `len(branches[row])` tokens of a row are branches: branch j
-        comes after the first `branches[row][j]` tokens of the row's pass and sees only
-        those (and itself)."""
+        """The 4D attention mask (rows x 1 x the most tokens a row is fed x keys) and the
+        packed position ids (1 x tokens) of a pass laid out as `packing`. The last
+        `len(branches[row])` tokens of a row are branches: branch j comes after the first
+        `branches[row][j]` tokens of the row's pass and sees only those (and itself)."""
+        feeds, length = packing.fed, max(packing.fed)
         slots = self.lengths[:, None] + torch.arange(length)
         positions, seen = slots.clone(), slots.clone()  # seen: the last slot read in order
         for row, starts in enumerate(branches):
@@ -354,9 +355,8 @@ class _InPlaceRows(Cache):
             for j, before in enumerate(starts):
                 positions[row, first + j] = self.lengths[row] + before
                 seen[row, first + j] = self.lengths[row] + before - 1
-        self._starts, self._feeds = self.lengths.tolist(), list(feeds)
-        self._offsets = [sum(feeds[:row]) for row in range(len(feeds))]
-        self._width = max(start + fed for start, fed in zip(self._starts, self._feeds))
+        self._starts, self._packing = self.lengths.tolist(), packing
+        self._width = max(start + fed for start, fed in zip(self._starts, feeds))
         if self._width > self.capacity:
             raise ValueError(f"a row would hold {self._width} positions, more than {self.capacity}")
         columns = torch.arange(self._width)[None, None, :]
@@ -485,9 +485,9 @@ class _Batch:
         fed = [len(feed) for feed in feeds]
         length = max(fed)
         if self.in_place:  # packed: row r's tokens start at starts[r]
-            mask, positions = self.rows.mask(fed, length, [[take + branch.at for branch in row_branches]
-                                                           for take, row_branches in zip(takes, branches)])
             packing = _Packing(fed, device)
+            mask, positions = self.rows.mask(packing, [[take + branch.at for branch in row_branches]
+                                                       for take, row_branches in zip(takes, branches)])
             logits = model(
                 input_ids=torch.tensor([[token for feed in feeds for token in feed]], device=device),
                 attention_mask=mask.to(device),
