@@ -33,6 +33,7 @@ from transformers import AttentionInterface, Cache, DynamicCache, EncoderDecoder
 from .compat import dynamic_cache, init_cache, layer_states, output_cache, uses_rope, with_cache
 from .copy_state import Branch, CopyState, Scores
 from .lattices import Lattice
+from .prepacked import prepacked_linears
 
 DRAFT_TOKENS = 16  # the tokens a pass drafts (see `draft_width`)
 BRANCH_TOKENS = 4  # of those, at most this many are branches (see `CopyState.draft`)
@@ -52,8 +53,9 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> Dict[str, "to
 
 @contextmanager
 def _decoding_mode(model: Any, vocabulary: List[int]) -> Iterator[Optional[Dict[int, int]]]:
-    """Inside: no gradients, only `vocabulary` scored, and (for `_InPlaceRows`) the attention
-    that reads its views. The model's output layer is swapped for one made of the
+    """Inside: no gradients, only `vocabulary` scored, the attention that reads
+    `_InPlaceRows`' views (where they fit), and linear layers laid out for oneDNN (see
+    `prepacked`). The model's output layer is swapped for one made of the
     vocabulary's rows (the argmax over allowed tokens is unchanged, and the layer, a fifth of
     a small model's work, shrinks to almost nothing); everything is restored on the way out.
     Yields the token-to-column map, or None (full vocabulary) for a model whose output layer
@@ -73,7 +75,8 @@ def _decoding_mode(model: Any, vocabulary: List[int]) -> Iterator[Optional[Dict[
         if _InPlaceRows.fits(model):
             model.config._attn_implementation = ATTENTION
         try:
-            yield columns
+            with prepacked_linears(model):
+                yield columns
         finally:
             model.set_output_embeddings(head)
             model.config._attn_implementation = attention
@@ -213,44 +216,61 @@ ATTENTION = "spacy-gner-sdpa"  # transformers attention backend of `_InPlaceRows
 
 class _Packing:
     """Where each row's tokens lie in a pass that feeds the rows one after another as one
-    sequence (no padding: the layers before and after attention work per token), and how
-    attention, which works per row, reads them: in runs of neighbouring rows, each run's rows
-    padded to its longest (a row fed more than twice the median, one reading its prompt,
-    runs alone, so the others are not padded to its length)."""
+    sequence (no padding: the layers before and after attention work per token), where they
+    go in the rows' caches, and how attention, which works per row, reads them: in runs of
+    neighbouring rows, each run's rows padded to its longest (a row fed more than twice the
+    median, one reading its prompt, runs alone, so the others are not padded to its length),
+    over the keys its rows hold, no further."""
 
-    def __init__(self, fed: Sequence[int], device: Any) -> None:
-        self.fed = list(fed)  # tokens per row
+    def __init__(self, fed: Sequence[int], held: Sequence[int], device: Any) -> None:
+        """`fed`: the tokens each row is fed; `held`: the positions each row holds before."""
+        self.fed, self.held = list(fed), list(held)
         self.starts = [0]  # where each row's tokens start
         for count in fed[:-1]:
             self.starts.append(self.starts[-1] + count)
+        # each token's row and the cache position it is written to
+        self.rows = torch.tensor([row for row, count in enumerate(fed) for _ in range(count)], device=device)
+        self.slots = torch.tensor([held[row] + k for row, count in enumerate(fed) for k in range(count)],
+                                  device=device)
         total, limit = sum(fed), 2 * sorted(fed)[len(fed) // 2]
         bounds = sorted({0, len(fed)} | {row for row, count in enumerate(fed) if count > limit}
                         | {row + 1 for row, count in enumerate(fed) if count > limit})
-        self.runs: List[Tuple[slice, int, torch.Tensor]] = []  # rows, width, where their slots read
+        # per run: its rows, its width, the keys they hold after the pass, where their slots read
+        self.runs: List[Tuple[slice, int, int, torch.Tensor]] = []
         packing: List[int] = []  # where each token's output lies in the runs' slots
         slots = 0
         for first, end in zip(bounds, bounds[1:]):
             width = max(fed[first:end])
+            reach = max(held[row] + fed[row] for row in range(first, end))
             index = [[self.starts[row] + k if k < fed[row] else total for k in range(width)]
                      for row in range(first, end)]
             packing += [slots + (row - first) * width + k
                         for row in range(first, end) for k in range(fed[row])]
             slots += (end - first) * width
-            self.runs.append((slice(first, end), width, torch.tensor(index, device=device)))
+            self.runs.append((slice(first, end), width, reach, torch.tensor(index, device=device)))
         self.packing = torch.tensor(packing, device=device)
+        self.reach = max(reach for _, _, reach, _ in self.runs)  # the most positions a row holds
+        self._masks: Optional[List[Optional[torch.Tensor]]] = None  # per run, as attention reads it
+
+    def write(self, cache: torch.Tensor, states: torch.Tensor) -> None:
+        """Write the pass's packed keys or values (1 x heads x tokens x size) to each token's
+        row and position of `cache` (rows x heads x capacity x size)."""
+        cache[self.rows, :, self.slots] = states[0].transpose(0, 1)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-               mask: Optional[torch.Tensor], **options: Any) -> torch.Tensor:
+               mask: Optional[torch.Tensor], scale: Optional[float]) -> torch.Tensor:
         """Attention of packed queries (1 x heads x tokens x size) over each row's keys and
         values, run by run: 1 x tokens x heads x size."""
+        if self._masks is None:  # every layer reads the same mask: laid out once per pass
+            shared = query.shape[1] // key.shape[1]
+            self._masks = [None if mask is None else _group_mask(mask[rows, :, :width, :reach], shared, query.dtype)
+                           for rows, width, reach, _ in self.runs]
         flat = query[0].transpose(0, 1)
         flat = torch.cat([flat, flat.new_zeros((1,) + flat.shape[1:])])  # empty slots read zeros
         outputs = [
-            torch.nn.functional.scaled_dot_product_attention(
-                flat[index].transpose(1, 2), key[rows], value[rows],
-                attn_mask=None if mask is None else mask[rows, :, :width], **options
-            ).transpose(1, 2).flatten(0, 1)
-            for rows, width, index in self.runs
+            _grouped_attention(flat[index].transpose(1, 2), key[rows, :, :reach], value[rows, :, :reach],
+                               run_mask, scale).transpose(1, 2).flatten(0, 1)
+            for (rows, width, reach, index), run_mask in zip(self.runs, self._masks)
         ]
         return torch.cat(outputs)[self.packing][None]
 
@@ -263,11 +283,36 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     and values, none to repeat them for grouped-query heads; per row where the rows come
     packed (`gner_packing`)."""
     mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None
-    options = {"scale": scaling, "enable_gqa": query.shape[1] != key.shape[1]}
     if gner_packing is not None:
-        return gner_packing.attend(query, key, value, mask, **options).contiguous(), None
-    output = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, **options)
-    return output.transpose(1, 2).contiguous(), None
+        return gner_packing.attend(query, key, value, mask, scaling).contiguous(), None
+    if mask is not None:
+        mask = _group_mask(mask, query.shape[1] // key.shape[1], query.dtype)
+    return _grouped_attention(query, key, value, mask, scaling).transpose(1, 2).contiguous(), None
+
+
+def _group_mask(mask: torch.Tensor, shared: int, dtype: torch.dtype) -> torch.Tensor:
+    """An attention mask (rows x 1 x queries x keys; boolean, True where a query reads a key,
+    or additive) as `_grouped_attention` reads it: additive, in `dtype`, each query's row
+    repeated for each of the `shared` query heads that read one key head."""
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    if shared > 1:
+        mask = mask[:, :, None].expand(-1, -1, shared, -1, -1).reshape(mask.shape[0], 1, -1, mask.shape[-1])
+    return mask.to(dtype)
+
+
+def _grouped_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       mask: Optional[torch.Tensor], scale: Optional[float]) -> torch.Tensor:
+    """Scaled dot-product attention of queries (rows x heads x tokens x size) over keys and
+    values with fewer heads, each shared by a group of query heads (grouped-query attention),
+    under a mask laid out by `_group_mask`: a group's queries are read as one head's longer
+    sequence, so each key and value is read once per group. The same numbers as SDPA's
+    `enable_gqa`, up to twice as fast on CPUs."""
+    rows, heads, length, size = query.shape
+    groups = key.shape[1]
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(rows, groups, heads // groups * length, size), key, value, attn_mask=mask, scale=scale)
+    return output.view(rows, heads, length, size)
 
 
 AttentionInterface.register(ATTENTION, _attention)
@@ -295,9 +340,7 @@ class _InPlaceRows(Cache):
         self.capacity = capacity
         self.keys: List[torch.Tensor] = []
         self.values: List[torch.Tensor] = []
-        self._starts: List[int] = []  # where this pass writes, per row
         self._packing: Optional[_Packing] = None  # where the pass's tokens are
-        self._width = 0  # the filled part attention reads in this pass
 
     @staticmethod
     def fits(model: Any) -> bool:
@@ -332,11 +375,9 @@ class _InPlaceRows(Cache):
         if layer_idx == len(self.keys):
             self._allocate(layer_idx, key_states)
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        packing = self._packing
-        for row, (start, fed, offset) in enumerate(zip(self._starts, packing.fed, packing.starts)):
-            keys[row, :, start : start + fed] = key_states[0, :, offset : offset + fed]
-            values[row, :, start : start + fed] = value_states[0, :, offset : offset + fed]
-        return keys[:, :, : self._width], values[:, :, : self._width]
+        self._packing.write(keys, key_states)
+        self._packing.write(values, value_states)
+        return keys[:, :, : self._packing.reach], values[:, :, : self._packing.reach]
 
     def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:
         return int(self.lengths.max()) if len(self.lengths) else 0
@@ -355,11 +396,10 @@ class _InPlaceRows(Cache):
             for j, before in enumerate(starts):
                 positions[row, first + j] = self.lengths[row] + before
                 seen[row, first + j] = self.lengths[row] + before - 1
-        self._starts, self._packing = self.lengths.tolist(), packing
-        self._width = max(start + fed for start, fed in zip(self._starts, feeds))
-        if self._width > self.capacity:
-            raise ValueError(f"a row would hold {self._width} positions, more than {self.capacity}")
-        columns = torch.arange(self._width)[None, None, :]
+        self._packing = packing
+        if packing.reach > self.capacity:
+            raise ValueError(f"a row would hold {packing.reach} positions, more than {self.capacity}")
+        columns = torch.arange(packing.reach)[None, None, :]
         mask = (columns <= seen[:, :, None]) | (columns == slots[:, :, None])
         packed = torch.cat([positions[row, :fed] for row, fed in enumerate(feeds)])
         return mask[:, None], packed[None]
@@ -485,7 +525,7 @@ class _Batch:
         fed = [len(feed) for feed in feeds]
         length = max(fed)
         if self.in_place:  # packed: row r's tokens start at starts[r]
-            packing = _Packing(fed, device)
+            packing = _Packing(fed, self.rows.lengths.tolist(), device)
             mask, positions = self.rows.mask(packing, [[take + branch.at for branch in row_branches]
                                                        for take, row_branches in zip(takes, branches)])
             logits = model(

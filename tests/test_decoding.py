@@ -200,7 +200,7 @@ def test_packed_rows_are_scored_as_if_each_ran_alone(tmp_path):
         batch = _Batch(model, prompts, tokenizer.pad_token_id, (), len(prompts), 256)
         batch.admit(deque(range(len(prompts))))
         fed = [len(p) + len(d) for p, d in zip(prompts, drafts)]
-        assert len(_Packing(fed, "cpu").runs) == 3  # rows 0, row 1 (long), rows 2-3
+        assert len(_Packing(fed, [0] * len(fed), "cpu").runs) == 3  # rows 0, row 1 (long), rows 2-3
         logits = batch.forward([len(p) for p in batch.pending], drafts)
     for row, (prompt, draft) in enumerate(zip(prompts, drafts)):
         for k in range(len(draft) + 1):
