@@ -270,7 +270,7 @@ class _Packing:
         outputs = [
             _grouped_attention(flat[index].transpose(1, 2), key[rows, :, :reach], value[rows, :, :reach],
                                run_mask, scale).transpose(1, 2).flatten(0, 1)
-            for (rows, width, reach, index), run_mask in zip(self.runs, self._masks)
+            for (rows, _, reach, index), run_mask in zip(self.runs, self._masks)
         ]
         return torch.cat(outputs)[self.packing][None]
 
