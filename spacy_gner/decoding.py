@@ -224,7 +224,7 @@ class _Packing:
 
     def __init__(self, fed: Sequence[int], held: Sequence[int], device: Any) -> None:
         """`fed`: the tokens each row is fed; `held`: the positions each row holds before."""
-        self.fed, self.held = list(fed), list(held)
+        self.fed = list(fed)
         self.starts = [0]  # where each row's tokens start
         for count in fed[:-1]:
             self.starts.append(self.starts[-1] + count)

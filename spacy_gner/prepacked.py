@@ -48,8 +48,7 @@ def prepack(linear: torch.nn.Linear) -> PrepackedLinear:
     key = (weight.data_ptr(), -1 if weight.is_inference() else weight._version)  # inference tensors keep no version
     known = _PACKED.get(linear)
     if known is None or known[0] != key:
-        with torch.no_grad():
-            known = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1))
+        known = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1))
         _PACKED[linear] = known
     bias = None if linear.bias is None else linear.bias.detach()
     return PrepackedLinear(known[1], bias)
